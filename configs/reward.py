@@ -1,0 +1,19 @@
+"""Bradley-Terry reward model: SFT backbone + scalar head read at the last real token.
+
+Run after configs/sft.py:tiny (it loads the backbone from runs/sft_tiny):
+  rlft train --config=configs/reward.py:tiny --workdir=runs/reward_tiny
+"""
+
+from rlft.defaults import base_config
+
+
+def get_config(arg: str | None = None):
+    tiny = arg == "tiny"
+    if arg not in (None, "", "tiny"):
+        raise ValueError(f"configs/reward.py: unknown variant {arg!r}; use 'tiny' or none")
+    c = base_config("reward", tiny)
+    c.total_steps = 150 if tiny else 1000
+    c.optim.learning_rate = 5e-4 if tiny else 1e-4
+    c.init.policy = "runs/sft_tiny" if tiny else "runs/sft"  # backbone source
+    # Derived: pairs seen = total_steps x batch_size = 150 x 32 = 4800 (2.3 epochs) on tiny.
+    return c

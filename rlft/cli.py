@@ -1,0 +1,82 @@
+"""`rlft` console script: thin flag parsing over importable functions.
+
+rlft train --config=configs/dpo.py:tiny --workdir=DIR [--config.field=value ...]
+rlft convert --from-hf DIR --out DIR | --to-hf DIR --out DIR
+"""
+
+import sys
+
+USAGE = """usage: rlft <command> [flags]
+
+commands:
+  train     train one stage: rlft train --config=configs/sft.py:tiny --workdir=runs/sft_tiny
+  convert   Hugging Face GPT-NeoX checkpoints <-> rlft: rlft convert --from-hf DIR --out DIR
+"""
+
+
+def _train(argv: list[str]) -> int:
+    from absl import flags  # noqa: PLC0415
+    from ml_collections import config_flags  # noqa: PLC0415
+
+    fv = flags.FlagValues()
+    full_argv = ["rlft train", *argv]  # overrides are read from this, not from sys.argv
+    config_flags.DEFINE_config_file(
+        "config", None, "Stage config file[:variant].", flag_values=fv, sys_argv=full_argv
+    )
+    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
+    flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+    try:
+        fv(full_argv)
+    except (flags.Error, KeyError, AttributeError, ValueError) as e:
+        print(f"rlft train: {e}", file=sys.stderr)
+        return 2
+    if fv.config is None or not fv.workdir:
+        print(
+            "rlft train: --config=FILE[:variant] and --workdir=DIR are required\n" + USAGE,
+            file=sys.stderr,
+        )
+        return 2
+    from rlft.config import ConfigError  # noqa: PLC0415
+    from rlft.train.checkpoint import CheckpointError  # noqa: PLC0415
+    from rlft.train.loop import NonFiniteLossError, train  # noqa: PLC0415
+
+    try:
+        last = train(fv.config, fv.workdir, progress=fv.progress)
+    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
+        print(f"rlft train: error: {e}", file=sys.stderr)
+        return 1
+    if last.get("stopped_by"):
+        print(
+            f"rlft train: stopped by {last['stopped_by']} at step {last['step']}; checkpoint "
+            f"saved. Run the same command again to resume."
+        )
+    else:
+        print(
+            f"rlft train: done. {fv.workdir}/metrics.jsonl, last: "
+            + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k in ("step", "loss"))
+        )
+    return 0
+
+
+def _convert(argv: list[str]) -> int:
+    from rlft.convert import main as convert_main  # noqa: PLC0415
+
+    return convert_main(argv)
+
+
+COMMANDS = {"train": _train, "convert": _convert}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help") or argv[0] not in COMMANDS:
+        print(
+            USAGE,
+            file=sys.stderr if argv and argv[0] not in ("-h", "--help", "help") else sys.stdout,
+        )
+        return 0 if not argv or argv[0] in ("-h", "--help", "help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""From an ml_collections config (a runnable document) to typed dataclasses, strictly.
+
+Every key must be used: an unknown or misplaced key raises with its dotted path and the valid
+choices, so a typo never silently falls back to a default.
+"""
+
+import dataclasses
+import os
+from typing import Any
+
+from rlft.data.synthetic import SyntheticConfig
+from rlft.models import ModelConfig, model_config
+from rlft.objectives import OBJECTIVES
+from rlft.train.state import OptimConfig
+
+TOP_LEVEL = (
+    "objective",
+    "seed",
+    "total_steps",
+    "batch_size",
+    "checkpoint_every",
+    "log_every",
+    "model",
+    "optim",
+    "mesh",
+    "data",
+    "init",
+)
+# Extra sections an objective reads besides its own hyperparameters (named like the objective).
+EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    data: int = -1  # data-parallel ways (-1: all devices not used by fsdp)
+    fsdp: int = 1  # parameter-sharding ways
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+    policy: str = ""  # workdir of an earlier stage (or a converted/HF checkpoint) for the policy
+    reward: str = ""  # workdir of a reward-model stage (PPO: critic init and scorer)
+    reference: str = ""  # reference policy; empty means "same as policy"
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    """PPO rollouts (the public TL;DR PPO recipe's defaults, see PAPER.md section 4)."""
+
+    response_len: int = 53  # new tokens sampled per prompt
+    top_p: float = 1.0
+    kl_coef: float = 0.05  # beta of the per-token KL penalty folded into the reward
+    kl_estimator: str = "k1"  # k1 | k3
+    no_eos_penalty: float = -1.0  # score given to responses that never emit EOS
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_rewards: bool = False
+    ppo_epochs: int = 4
+    num_minibatches: int = 1  # per epoch; the rollout batch is batch_size prompts
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    objective: str
+    seed: int
+    total_steps: int
+    batch_size: int
+    checkpoint_every: int
+    log_every: int
+    model: ModelConfig
+    optim: OptimConfig
+    mesh: MeshConfig
+    data: SyntheticConfig
+    init: InitConfig
+    hparams: Any  # the objective's hyperparameter dataclass
+    rollout: RolloutConfig | None = None
+    reward_model: ModelConfig | None = None  # scorer architecture (PPO)
+    raw: dict = dataclasses.field(default_factory=dict, compare=False)
+
+
+def _as_dict(section: Any, path: str) -> dict:
+    if hasattr(section, "to_dict"):
+        return section.to_dict()
+    if isinstance(section, dict):
+        return dict(section)
+    raise ConfigError(f"config.{path} must be a section (ConfigDict/dict), got {section!r}")
+
+
+def to_dataclass(cls, section: Any, path: str):
+    """Build `cls` from a section; unknown keys raise naming `config.<path>.<key>`."""
+    values = _as_dict(section, path)
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {[f'config.{path}.{k}' for k in unknown]}; "
+            f"valid keys of config.{path}: {sorted(valid)}"
+        )
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config.{path}: {e}") from e
+
+
+def _model(section: Any, path: str) -> ModelConfig:
+    values = _as_dict(section, path)
+    preset = values.pop("preset", None)
+    if preset is None:
+        raise ConfigError(
+            f"config.{path}.preset is missing; set it to a name in rlft.models.PRESETS"
+        )
+    try:
+        return model_config(preset, **values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config.{path}: {e}") from e
+
+
+def parse_config(config: Any) -> RunConfig:
+    """Validate and convert a whole run config."""
+    raw = _as_dict(config, "")
+    objective = raw.get("objective")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"config.objective={objective!r}; choose one of {sorted(OBJECTIVES)}")
+    allowed = set(TOP_LEVEL) | {objective} | set(EXTRA_SECTIONS.get(objective, ()))
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown or unused top-level key(s) {unknown} for objective "
+            f"{objective!r}; allowed: {sorted(allowed)}"
+        )
+    missing = sorted(set(TOP_LEVEL) - set(raw))
+    if missing:
+        raise ConfigError(f"config is missing {missing}; see configs/sft.py for a full example")
+    for key in ("total_steps", "batch_size", "checkpoint_every", "log_every"):
+        if not isinstance(raw[key], int) or raw[key] <= 0:
+            raise ConfigError(f"config.{key}={raw[key]!r} must be a positive integer")
+    _, hparams_cls, _ = OBJECTIVES[objective]
+    run = RunConfig(
+        objective=objective,
+        seed=int(raw["seed"]),
+        total_steps=raw["total_steps"],
+        batch_size=raw["batch_size"],
+        checkpoint_every=raw["checkpoint_every"],
+        log_every=raw["log_every"],
+        model=_model(raw["model"], "model"),
+        optim=to_dataclass(OptimConfig, raw["optim"], "optim"),
+        mesh=to_dataclass(MeshConfig, raw["mesh"], "mesh"),
+        data=to_dataclass(SyntheticConfig, raw["data"], "data"),
+        init=to_dataclass(InitConfig, raw["init"], "init"),
+        hparams=to_dataclass(hparams_cls, raw.get(objective, {}), objective),
+        rollout=(
+            to_dataclass(RolloutConfig, raw["rollout"], "rollout") if "rollout" in raw else None
+        ),
+        reward_model=_model(raw["reward_model"], "reward_model") if "reward_model" in raw else None,
+        raw=raw,
+    )
+    if run.data.vocab_size > run.model.vocab_size:
+        raise ConfigError(
+            f"config.data.vocab_size={run.data.vocab_size} exceeds "
+            f"config.model.vocab_size={run.model.vocab_size}; the tokenizer's "
+            f"vocabulary must fit the model's embedding"
+        )
+    if run.batch_size % run.optim.accum_steps:
+        raise ConfigError(
+            f"config.batch_size={run.batch_size} is not divisible by "
+            f"config.optim.accum_steps={run.optim.accum_steps}"
+        )
+    return run
+
+
+def load_config(path: str, variant: str | None = None):
+    """`get_config(variant)` of a config file, as `--config=path:variant` would load it."""
+    import importlib.util  # noqa: PLC0415
+
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"rlft_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant)
+
+
+REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

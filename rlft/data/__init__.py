@@ -1,0 +1,5 @@
+"""Datasets as arrays in the batch layout the objectives read, with step-indexed batching."""
+
+from rlft.data.arrays import ArrayDataset, pack_pairs, pack_prompts, pack_sequences
+
+__all__ = ["ArrayDataset", "pack_pairs", "pack_prompts", "pack_sequences"]

@@ -1,0 +1,69 @@
+"""Models: a GPT-NeoX decoder with a language-model head or a scalar (reward/value) head."""
+
+import jax
+import jax.numpy as jnp
+
+from rlft.models.config import PRESETS, ModelConfig, model_config
+from rlft.models.transformer import KVCache, LanguageModel, ScalarModel, init_kv_cache
+
+__all__ = [
+    "PRESETS",
+    "KVCache",
+    "LanguageModel",
+    "ModelConfig",
+    "ScalarModel",
+    "causal_mask",
+    "init_kv_cache",
+    "init_params",
+    "last_index",
+    "lm_logits",
+    "model_config",
+    "positions_from_mask",
+    "scalar_values",
+]
+
+MODEL_KINDS = {"lm": LanguageModel, "scalar": ScalarModel}
+
+
+def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
+    """Position ids that skip left padding: the first real token is position 0."""
+    return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def causal_mask(mask_BxT: jax.Array) -> jax.Array:
+    """Boolean [B, T, T]: query t sees real keys s <= t (and itself, so no row is empty)."""
+    t = mask_BxT.shape[-1]
+    causal_TxT = jnp.tril(jnp.ones((t, t), bool))
+    return (causal_TxT & mask_BxT.astype(bool)[:, None, :]) | jnp.eye(t, dtype=bool)
+
+
+def last_index(mask_BxT: jax.Array) -> jax.Array:
+    """Index of the last real (non-pad) token in each row."""
+    t = mask_BxT.shape[-1]
+    return t - 1 - jnp.argmax(jnp.flip(mask_BxT.astype(bool), axis=-1), axis=-1)
+
+
+def init_params(kind: str, cfg: ModelConfig, rng: jax.Array, seq_len: int = 8):
+    """Params (boxed with logical axis names) of a `lm` or `scalar` model."""
+    tokens_BxT = jnp.zeros((1, seq_len), jnp.int32)
+    mask_BxT = jnp.ones((1, seq_len), bool)
+    return MODEL_KINDS[kind](cfg).init(
+        rng, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
+    )["params"]
+
+
+def lm_logits(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """Full forward of the language model: float32 logits [B, T, V]."""
+    logits_BxTxV, _ = LanguageModel(cfg).apply(
+        {"params": params}, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
+    )
+    return logits_BxTxV
+
+
+def scalar_values(
+    cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array
+) -> jax.Array:
+    """Full forward of a scalar model: one float32 value per position [B, T]."""
+    return ScalarModel(cfg).apply(
+        {"params": params}, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
+    )

@@ -1,0 +1,231 @@
+"""GPT-NeoX (Pythia) decoder as pure Flax Linen modules, with an explicit KV cache.
+
+Every module is a pure function of (params, inputs). Attention masks and positions are built
+by the caller (`causal_mask`, `positions_from_mask` in `rlft.models`), so the same forward serves training, prefill and
+one-token decode. Params carry logical axis names for sharding (`rlft.parallel`).
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlft.models.config import ModelConfig
+
+KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k_BxSxHxK, v_BxSxHxK)
+
+_INIT_STD = 0.02
+
+
+def _kernel(*names: str, std: float = _INIT_STD):
+    return nn.with_logical_partitioning(nn.initializers.normal(std), names)
+
+
+def _zeros(*names: str):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _layer_norm(cfg: ModelConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+        bias_init=_zeros("embed"),
+        name=name,
+    )
+
+
+def apply_rotary(
+    x_BxTxHxK: jax.Array, positions_BxT: jax.Array, rotary_dim: int, base: float
+) -> jax.Array:
+    """GPT-NeoX rotary embedding on the first `rotary_dim` dims (rotate-half convention)."""
+    if rotary_dim == 0:
+        return x_BxTxHxK
+    half = rotary_dim // 2
+    inv_freq_R = 1.0 / (base ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    angles_BxTxR = positions_BxT[..., None].astype(jnp.float32) * inv_freq_R
+    angles_BxTxR = jnp.concatenate([angles_BxTxR, angles_BxTxR], axis=-1)
+    cos_BxTx1xR = jnp.cos(angles_BxTxR)[:, :, None, :]
+    sin_BxTx1xR = jnp.sin(angles_BxTxR)[:, :, None, :]
+    x_rot = x_BxTxHxK[..., :rotary_dim].astype(jnp.float32)
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    x_rot = x_rot * cos_BxTx1xR + rotated * sin_BxTx1xR
+    return jnp.concatenate([x_rot.astype(x_BxTxHxK.dtype), x_BxTxHxK[..., rotary_dim:]], axis=-1)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index=None):
+        cfg = self.cfg
+        heads = (cfg.num_heads, cfg.head_dim)
+
+        def proj(name):
+            return nn.DenseGeneral(
+                heads,
+                dtype=cfg.dtype,
+                param_dtype=jnp.float32,
+                name=name,
+                kernel_init=_kernel("embed", "heads", "kv"),
+                bias_init=_zeros("heads", "kv"),
+            )(x_BxTxD)
+
+        q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = proj("query"), proj("key"), proj("value")
+        q_BxTxHxK = apply_rotary(q_BxTxHxK, positions_BxT, cfg.rotary_dim, cfg.rotary_base)
+        k_BxTxHxK = apply_rotary(k_BxTxHxK, positions_BxT, cfg.rotary_dim, cfg.rotary_base)
+        new_cache = None
+        if cache is not None:  # write this chunk at cache_index, attend over all S slots
+            k_cache, v_cache = cache
+            start = (0, cache_index, 0, 0)
+            k_BxTxHxK = jax.lax.dynamic_update_slice(
+                k_cache, k_BxTxHxK.astype(k_cache.dtype), start
+            )
+            v_BxTxHxK = jax.lax.dynamic_update_slice(
+                v_cache, v_BxTxHxK.astype(v_cache.dtype), start
+            )
+            new_cache = (k_BxTxHxK, v_BxTxHxK)
+        scale = cfg.head_dim**-0.5
+        logits_BxHxTxS = (
+            jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32)
+            * scale
+        )
+        logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
+        probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.dtype)
+        out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxTxHxK.astype(cfg.dtype))
+        out_BxTxD = nn.DenseGeneral(
+            cfg.d_model,
+            axis=(-2, -1),
+            dtype=cfg.dtype,
+            param_dtype=jnp.float32,
+            name="out",
+            kernel_init=_kernel("heads", "kv", "embed"),
+            bias_init=_zeros("embed"),
+        )(out_BxTxHxK)
+        return out_BxTxD, new_cache
+
+
+class Mlp(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD):
+        cfg = self.cfg
+        h_BxTxF = nn.Dense(
+            cfg.d_ff,
+            dtype=cfg.dtype,
+            param_dtype=jnp.float32,
+            name="up",
+            kernel_init=_kernel("embed", "mlp"),
+            bias_init=_zeros("mlp"),
+        )(x_BxTxD)
+        h_BxTxF = nn.gelu(h_BxTxF, approximate=False)  # Pythia uses exact GELU
+        return nn.Dense(
+            cfg.d_model,
+            dtype=cfg.dtype,
+            param_dtype=jnp.float32,
+            name="down",
+            kernel_init=_kernel("mlp", "embed"),
+            bias_init=_zeros("embed"),
+        )(h_BxTxF)
+
+
+class Block(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index=None):
+        cfg = self.cfg
+        attn_BxTxD, new_cache = Attention(cfg, name="attn")(
+            _layer_norm(cfg, "ln_attn")(x_BxTxD), positions_BxT, mask_BxTxS, cache, cache_index
+        )
+        if cfg.parallel_residual:
+            x_BxTxD = (
+                x_BxTxD + attn_BxTxD + Mlp(cfg, name="mlp")(_layer_norm(cfg, "ln_mlp")(x_BxTxD))
+            )
+        else:
+            x_BxTxD = x_BxTxD + attn_BxTxD
+            x_BxTxD = x_BxTxD + Mlp(cfg, name="mlp")(_layer_norm(cfg, "ln_mlp")(x_BxTxD))
+        return x_BxTxD, new_cache
+
+
+class Backbone(nn.Module):
+    """Token embedding, the blocks and the final LayerNorm: hidden states h_BxTxD."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self, tokens_BxT, positions_BxT, mask_BxTxS, cache: KVCache | None = None, cache_index=None
+    ):
+        cfg = self.cfg
+        x_BxTxD = nn.Embed(
+            cfg.vocab_size,
+            cfg.d_model,
+            param_dtype=jnp.float32,
+            name="embed_in",
+            embedding_init=_kernel("vocab", "embed"),
+        )(tokens_BxT).astype(cfg.dtype)
+        block_cls = nn.remat(Block) if cfg.remat else Block
+        new_cache = [] if cache is not None else None
+        for i in range(cfg.num_layers):
+            layer_cache = cache[i] if cache is not None else None
+            x_BxTxD, c = block_cls(cfg, name=f"layer_{i}")(
+                x_BxTxD, positions_BxT, mask_BxTxS, layer_cache, cache_index
+            )
+            if cache is not None:
+                new_cache.append(c)
+        return _layer_norm(cfg, "final_ln")(x_BxTxD), new_cache
+
+
+class LanguageModel(nn.Module):
+    """Backbone plus an untied output embedding; logits are float32."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS, cache=None, cache_index=None):
+        h_BxTxD, new_cache = Backbone(self.cfg, name="backbone")(
+            tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index
+        )
+        logits_BxTxV = nn.DenseGeneral(
+            self.cfg.vocab_size,
+            use_bias=False,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            name="embed_out",
+            kernel_init=_kernel("embed", "vocab"),
+        )(h_BxTxD)
+        return logits_BxTxV, new_cache
+
+
+class ScalarModel(nn.Module):
+    """Backbone plus a scalar head per position: a reward model or a critic.
+
+    The head follows the paper's reward model: N(0, 1/sqrt(D+1)) weights, zero bias.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS):
+        h_BxTxD, _ = Backbone(self.cfg, name="backbone")(tokens_BxT, positions_BxT, mask_BxTxS)
+        std = (self.cfg.d_model + 1) ** -0.5
+        values_BxTx1 = nn.Dense(
+            1,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            name="scalar_head",
+            kernel_init=_kernel("embed", None, std=std),
+            bias_init=_zeros(None),
+        )(h_BxTxD)
+        return values_BxTx1[..., 0]
+
+
+def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
+    """Zeroed per-layer (k, v) buffers of shape [B, S, H, K]."""
+    shape = (batch, length, cfg.num_heads, cfg.head_dim)
+    dtype = dtype or cfg.dtype
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers)]

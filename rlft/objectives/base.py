@@ -1,0 +1,29 @@
+"""What every objective shares: the model roles it sees and the (sum, denominator) result."""
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+
+from rlft.models import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+    """Model configs by role; params arrive as a dict with the same keys."""
+
+    policy: ModelConfig | None = None  # language model ("lm")
+    reward: ModelConfig | None = None  # scalar model read at the last real token
+    critic: ModelConfig | None = None  # scalar model read at every position (PPO value)
+
+
+class LossOut(NamedTuple):
+    """A loss as (sum, denominator); metric values are sums over the same denominator.
+
+    The train step adds these across micro-batches and devices and divides once, so masked
+    tokens and gradient accumulation stay exact.
+    """
+
+    loss_sum: jax.Array
+    denom: jax.Array
+    metrics: dict[str, jax.Array]

@@ -1,0 +1,187 @@
+"""Batched autoregressive sampling with an explicit KV cache, one jitted program.
+
+Prompts arrive left-padded as [B, P] (at least one real token each, the last slot real). One
+prefill pass writes the prompts into a cache of S = P + L slots, the cache is repeated K times
+(row b*K + k is sample k of prompt b), then a `lax.while_loop` decodes one token per step and
+stops early once every row has emitted EOS. The generated token at response step i sits at
+column P + i and gets rotary position n_real + i, so left padding is invisible: the result
+scores identically under the trainer's full forward on (tokens, mask).
+
+Log-probs come from `logprobs_from_logits`, the trainer's helper, under softmax(logits / T).
+With top_p < 1 the token is drawn from the nucleus but `logp` is still the log-prob under the
+temperature-scaled *full* softmax, which is what PPO/DPO recompute with `token_logprobs`.
+Greedy decoding (greedy=True or temperature=0) reports log-probs at temperature 1.
+"""
+
+import functools
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rlft.models import ModelConfig, causal_mask, init_kv_cache, positions_from_mask
+from rlft.models.transformer import Backbone
+from rlft.objectives.logprobs import logprobs_from_logits
+
+
+class Samples(NamedTuple):
+    """N = B*K rows (prompt-major), T = P + L columns: the prompt, then the response."""
+
+    tokens: jax.Array  # [N, T] int32; response slots after EOS hold pad_id
+    mask: jax.Array  # [N, T] bool; real tokens: prompt and response up to and incl. EOS
+    loss_mask: jax.Array  # [N, T] bool; response tokens up to and including EOS
+    logp: jax.Array  # [N, T] float32; aligned as token_logprobs; 0 off loss_mask
+    lengths: jax.Array  # [N] int32; response tokens incl. EOS
+    finished: jax.Array  # [N] bool; the response ended with EOS (else it hit max_new_tokens)
+
+
+def top_p_filter(logits_NxV: jax.Array, top_p: float) -> jax.Array:
+    """Keep the fewest most-likely tokens whose probability reaches top_p; -inf the rest."""
+    sorted_NxV = -jnp.sort(-logits_NxV, axis=-1)
+    probs_NxV = jax.nn.softmax(sorted_NxV, axis=-1)
+    mass_before_NxV = jnp.cumsum(probs_NxV, axis=-1) - probs_NxV
+    keep_NxV = mass_before_NxV < top_p  # the most likely token is always kept
+    threshold_N = jnp.min(jnp.where(keep_NxV, sorted_NxV, jnp.inf), axis=-1)
+    return jnp.where(logits_NxV >= threshold_N[:, None], logits_NxV, -jnp.inf)
+
+
+def sample_token(
+    logits_NxV: jax.Array, rng: jax.Array, temperature: float, top_p: float, greedy: bool
+) -> jax.Array:
+    """One token per row from softmax(logits / temperature), nucleus-filtered; or the argmax."""
+    if greedy:
+        return jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32)
+    scaled_NxV = logits_NxV.astype(jnp.float32) / temperature
+    if top_p < 1.0:
+        scaled_NxV = top_p_filter(scaled_NxV, top_p)
+    return jax.random.categorical(rng, scaled_NxV, axis=-1).astype(jnp.int32)
+
+
+def _last_logits(
+    cfg: ModelConfig, params, tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index
+):
+    """LanguageModel's forward, with the vocab projection applied to the last position only.
+
+    Saves the [B, P, V] prefill logits; `test_sampler` checks it against the full model.
+    """
+    h_BxTxD, cache = Backbone(cfg).apply(
+        {"params": params["backbone"]}, tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index
+    )
+    head = nn.DenseGeneral(
+        cfg.vocab_size, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32
+    )
+    logits_BxV = head.apply({"params": params["embed_out"]}, h_BxTxD[:, -1])
+    return logits_BxV, cache
+
+
+def _prefill(cfg: ModelConfig, params, prompt_BxP, mask_BxP, max_new_tokens: int, k: int):
+    """Run the B distinct prompts once into a cache of P + L slots, then repeat it K times.
+
+    Returns the next-token logits [N, V], the cache and the prompt mask [N, P], N = B*K.
+    """
+    b, p = prompt_BxP.shape
+    attn_BxPxS = jnp.pad(causal_mask(mask_BxP), ((0, 0), (0, 0), (0, max_new_tokens)))
+    cache = init_kv_cache(cfg, b, p + max_new_tokens)
+    logits_BxV, cache = _last_logits(
+        cfg, params, prompt_BxP, positions_from_mask(mask_BxP), attn_BxPxS, cache, 0
+    )
+    repeat = functools.partial(jnp.repeat, repeats=k, axis=0)
+    return jax.tree.map(repeat, (logits_BxV, cache, mask_BxP))
+
+
+_STATIC = ("max_new_tokens", "num_samples", "temperature", "top_p", "eos_id", "pad_id", "greedy")
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
+def generate(
+    cfg: ModelConfig,
+    params,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    rng: jax.Array,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None,
+    pad_id: int,
+    greedy: bool = False,
+) -> Samples:
+    """Sample `num_samples` responses of up to `max_new_tokens` per left-padded prompt.
+
+    Jitted with the config and sampling settings static: a loop that passes new params, prompts
+    of the same shape and fresh rng keys reuses one compiled program.
+    """
+    if not 0.0 < top_p <= 1.0 or temperature < 0.0:
+        raise ValueError(f"need 0 < top_p <= 1 and temperature >= 0; got {top_p}, {temperature}.")
+    greedy = greedy or temperature == 0.0
+    logp_temperature = 1.0 if greedy else temperature
+    b, p = prompt_tokens_BxP.shape
+    L, K, n = max_new_tokens, num_samples, b * num_samples
+    mask_BxP = prompt_mask_BxP.astype(bool)
+
+    logits_NxV, cache, mask_NxP = _prefill(cfg, params, prompt_tokens_BxP, mask_BxP, L, K)
+    num_real_N = jnp.sum(mask_NxP, axis=-1, dtype=jnp.int32)
+
+    def pick(i, logits_NxV, done_N):
+        """Sample response token i; rows already done get pad_id and log-prob 0."""
+        tok_N = sample_token(logits_NxV, jax.random.fold_in(rng, i), temperature, top_p, greedy)
+        logp_N = logprobs_from_logits(logits_NxV, tok_N, logp_temperature)
+        tok_N = jnp.where(done_N, pad_id, tok_N)
+        logp_N = jnp.where(done_N, 0.0, logp_N)
+        if eos_id is not None:
+            done_N = done_N | (tok_N == eos_id)
+        return tok_N, logp_N, done_N
+
+    tok_N, logp_N, done_N = pick(0, logits_NxV, jnp.zeros((n,), bool))
+    resp_NxL = jnp.full((n, L), pad_id, jnp.int32).at[:, 0].set(tok_N)
+    resp_logp_NxL = jnp.zeros((n, L), jnp.float32).at[:, 0].set(logp_N)
+
+    def cond(carry):
+        i, _, _, _, done_N, _ = carry
+        return (i < L) & ~jnp.all(done_N)
+
+    def body(carry):
+        i, resp_NxL, resp_logp_NxL, tok_N, done_N, cache = carry
+        # Feed token i-1 at cache slot P+i-1, rotary position num_real+i-1; it sees the real
+        # prompt slots and the response slots written so far (itself included).
+        attn_Nx1xS = jnp.concatenate(
+            [mask_NxP, jnp.broadcast_to(jnp.arange(L) < i, (n, L))], axis=-1
+        )[:, None, :]
+        positions_Nx1 = (num_real_N + i - 1)[:, None]
+        logits_NxV, cache = _last_logits(
+            cfg, params, tok_N[:, None], positions_Nx1, attn_Nx1xS, cache, p + i - 1
+        )
+        tok_N, logp_N, done_N = pick(i, logits_NxV, done_N)
+        resp_NxL = resp_NxL.at[:, i].set(tok_N)
+        resp_logp_NxL = resp_logp_NxL.at[:, i].set(logp_N)
+        return i + 1, resp_NxL, resp_logp_NxL, tok_N, done_N, cache
+
+    carry = (jnp.int32(1), resp_NxL, resp_logp_NxL, tok_N, done_N, cache)
+    _, resp_NxL, resp_logp_NxL, _, _, _ = jax.lax.while_loop(cond, body, carry)
+    prompt_NxP = jnp.repeat(prompt_tokens_BxP.astype(jnp.int32), K, axis=0)
+    return _assemble(prompt_NxP, mask_NxP, resp_NxL, resp_logp_NxL, eos_id)
+
+
+def _assemble(prompt_NxP, mask_NxP, resp_NxL, resp_logp_NxL, eos_id) -> Samples:
+    """Concatenate prompt and response; a response token is real iff no EOS precedes it."""
+    if eos_id is None:
+        valid_NxL = jnp.ones(resp_NxL.shape, bool)
+        finished_N = jnp.zeros(resp_NxL.shape[:1], bool)
+    else:
+        eos_NxL = resp_NxL == eos_id
+        valid_NxL = (jnp.cumsum(eos_NxL, axis=-1) - eos_NxL) == 0
+        finished_N = jnp.any(eos_NxL & valid_NxL, axis=-1)
+    return Samples(
+        tokens=jnp.concatenate([prompt_NxP, resp_NxL], axis=-1),
+        mask=jnp.concatenate([mask_NxP, valid_NxL], axis=-1),
+        loss_mask=jnp.concatenate([jnp.zeros_like(mask_NxP), valid_NxL], axis=-1),
+        logp=jnp.concatenate(
+            [jnp.zeros(mask_NxP.shape, jnp.float32), jnp.where(valid_NxL, resp_logp_NxL, 0.0)],
+            axis=-1,
+        ),
+        lengths=jnp.sum(valid_NxL, axis=-1, dtype=jnp.int32),
+        finished=finished_N,
+    )

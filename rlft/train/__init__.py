@@ -1,0 +1,1 @@
+"""Training: state and optimizer, the one train step, checkpoints and the stage driver."""

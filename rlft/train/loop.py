@@ -1,0 +1,129 @@
+"""The driver: config -> sharded state -> jitted step in a loop, with checkpoints and resume.
+
+Running the same command on an existing workdir resumes from its latest checkpoint. SIGTERM
+(a preempted TPU VM) or Ctrl-C saves a checkpoint and returns cleanly. A non-finite loss stops
+the run without saving, so the last checkpoint on disk is the last good one.
+"""
+
+import contextlib
+import functools
+import math
+import signal
+import threading
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from rlft.config import RunConfig, parse_config
+from rlft.parallel import batch_sharding, make_mesh
+from rlft.train import checkpoint
+from rlft.train.metrics import MetricsWriter
+from rlft.train.stages import build_stage
+from rlft.train.state import init_state, make_optimizer
+from rlft.train.step import StepSpec, train_step
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+@contextlib.contextmanager
+def stop_on_signal(signals=(signal.SIGTERM, signal.SIGINT)):
+    """Yields a dict whose 'signal' is set when one of `signals` arrives."""
+    flag: dict = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, _frame):
+        flag["signal"] = signal.Signals(signum).name
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _abstract(state):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state
+    )
+
+
+def _meta(run: RunConfig, stage, loop_step: int) -> dict:
+    return {
+        "objective": run.objective,
+        "loop_step": loop_step,
+        "models": {r: {"kind": k, "config": c.to_dict()} for r, (k, c) in stage.roles.items()},
+        "data_position": {"step": loop_step, "batch_size": run.batch_size, "seed": run.seed},
+        "config": run.raw,
+    }
+
+
+def train(config, workdir: str, progress: bool = True) -> dict:
+    """Train one stage; returns the last logged metrics (and 'stopped_by' if interrupted)."""
+    run = parse_config(config)
+    mesh = make_mesh(run.mesh.data, run.mesh.fsdp)
+    stage = build_stage(run, mesh, workdir)
+    tx, schedule = make_optimizer(run.optim, run.total_steps * stage.updates_per_step)
+    spec = StepSpec(run.objective, stage.models, run.hparams, tx, schedule, run.optim.accum_steps)
+    state, shardings = init_state(stage.roles, tx, run.seed, mesh)
+    manager = checkpoint.make_manager(workdir)
+    start = 0
+    if manager.latest_step() is not None:
+        state, meta = checkpoint.restore(manager, _abstract(state))
+        start = int(meta["loop_step"])
+    else:
+        state = stage.load_init(state)
+    step_fn = jax.jit(
+        functools.partial(train_step, spec=spec),
+        in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=0,
+    )
+    is_main = jax.process_index() == 0
+    writer = MetricsWriter(workdir, resume_step=start) if is_main else None
+    last: dict = {}
+    bar = tqdm(
+        range(start, run.total_steps),
+        initial=start,
+        total=run.total_steps,
+        desc=f"{run.objective} {workdir}",
+        disable=not (progress and is_main),
+        dynamic_ncols=True,
+    )
+    with stop_on_signal() as stop:
+        for loop_step in bar:
+            state, metrics = stage.run_step(step_fn, state, loop_step)
+            metrics = jax.device_get(metrics)
+            done = loop_step + 1
+            bad = [k for k in ("loss", "grad_norm", "param_norm")
+                   if not math.isfinite(float(metrics[k]))]
+            if bad:
+                saved = manager.latest_step()
+                manager.wait_until_finished()
+                raise NonFiniteLossError(
+                    f"{', '.join(bad)} became non-finite at step {done} of {workdir}; stopped "
+                    f"without saving. Last good checkpoint: "
+                    f"{'step ' + str(saved) if saved is not None else 'none'}. Lower "
+                    f"config.optim.learning_rate or check the data, then rerun to resume."
+                )
+            if done == run.total_steps:
+                state, final_metrics = stage.finalize(state)
+                metrics = {**metrics, **final_metrics}
+            if writer and (done % run.log_every == 0 or done == run.total_steps):
+                last = writer.write(done, metrics)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if done % run.checkpoint_every == 0 or done == run.total_steps or stop["signal"]:
+                checkpoint.save(manager, done, state, _meta(run, stage, done))
+            if stop["signal"]:
+                last = {**last, "stopped_by": stop["signal"], "step": done}
+                break
+    manager.wait_until_finished()
+    manager.close()
+    if writer:
+        writer.close()
+    return last

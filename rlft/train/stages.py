@@ -1,0 +1,163 @@
+"""What differs between stages: which models train, where they start, and how a batch is made.
+
+A stage never owns a training loop or a loss. It provides `roles` (models in the train state),
+`load_init` (params from earlier stages), and `run_step` (build batch(es), call the one jitted
+train step). Offline objectives read a step-indexed dataset; PPO makes its batch by rollout.
+"""
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from rlft.config import ConfigError, RunConfig
+from rlft.data import ArrayDataset
+from rlft.data.synthetic import make_datasets
+from rlft.models import ModelConfig
+from rlft.objectives import dpo, reward
+from rlft.objectives.base import Models
+from rlft.parallel import shard_batch
+from rlft.train.checkpoint import load_params
+
+
+@dataclasses.dataclass
+class Stage:
+    roles: dict[str, tuple[str, ModelConfig]]  # role -> (model kind, config) in the train state
+    models: Models
+    load_init: Callable[[Any], Any]  # fresh state -> state with params from earlier stages
+    run_step: Callable[[Callable, Any, int], tuple[Any, dict]]  # (step_fn, state, i) -> ...
+    updates_per_step: int = 1  # optimizer updates per loop step (PPO: epochs x minibatches)
+    finalize: Callable[[Any], tuple[Any, dict]] = lambda state: (state, {})  # after the last step
+
+
+def _require(path: str, field: str, what: str) -> str:
+    if not path:
+        raise ConfigError(
+            f"config.init.{field} is empty: this stage starts from {what}; set "
+            f"--config.init.{field}=WORKDIR of that stage"
+        )
+    return path
+
+
+def _offline_run_step(data: ArrayDataset, mesh):
+    def run_step(step_fn, state, step):
+        return step_fn(state, shard_batch(data.batch(step), mesh))
+
+    return run_step
+
+
+def _replace_params(state, role: str, params):
+    return state.replace(params={**state.params, role: params})
+
+
+def sft_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+    data = ArrayDataset(make_datasets(run.data)["sft"], run.batch_size, run.seed)
+
+    def load_init(state):
+        if not run.init.policy:
+            return state
+        return _replace_params(
+            state, "policy", load_params(run.init.policy, "policy", "lm", run.model, mesh)
+        )
+
+    return Stage(
+        {"policy": ("lm", run.model)},
+        Models(policy=run.model),
+        load_init,
+        _offline_run_step(data, mesh),
+    )
+
+
+def reward_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+    datasets = make_datasets(run.data)
+    data = ArrayDataset(datasets["pairs"], run.batch_size, run.seed)
+
+    def load_init(state):  # backbone from the SFT policy, fresh scalar head
+        if not run.init.policy:
+            return state
+        lm = load_params(run.init.policy, "policy", "lm", run.model, mesh)
+        return _replace_params(state, "reward", {**state.params["reward"],
+                                                 "backbone": lm["backbone"]})
+
+    def finalize(state):  # reference responses = the SFT demonstrations
+        params, offset = normalize_reward_model(run.model, state.params["reward"],
+                                                datasets["sft"], run.batch_size, mesh)
+        return _replace_params(state, "reward", params), {"reward_offset": offset}
+
+    return Stage({"reward": ("scalar", run.model)}, Models(reward=run.model), load_init,
+                 _offline_run_step(data, mesh), finalize=finalize)
+
+
+def forward_dataset(fn, params, arrays: dict, batch_size: int, mesh) -> dict[str, np.ndarray]:
+    """Apply a jitted forward-only `fn(params, batch) -> {name: [B]}` to every row of arrays."""
+    n = len(next(iter(arrays.values())))
+    out: dict[str, list] = {}
+    for start in range(0, n, batch_size):
+        idx = np.arange(start, start + batch_size) % n  # wrap the last batch: static shapes
+        batch = shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
+        for k, v in jax.device_get(fn(params, batch)).items():
+            out.setdefault(k, []).append(np.asarray(v))
+    return {k: np.concatenate(v)[:n] for k, v in out.items()}
+
+
+def reference_logprobs(cfg: ModelConfig, params, pairs: dict, batch_size: int, mesh,
+                       temperature: float) -> dict[str, np.ndarray]:
+    """Summed response log-probs of chosen and rejected under the reference `params`."""
+    fn = jax.jit(lambda p, b: {
+        f"ref_{side}_logp": dpo.sequence_logprobs(cfg, p, b[f"{side}_tokens"], b[f"{side}_mask"],
+                                                  b[f"{side}_loss_mask"], temperature)
+        for side in ("chosen", "rejected")})
+    arrays = {k: v for k, v in pairs.items() if k.endswith(("tokens", "mask"))}
+    return forward_dataset(fn, params, arrays, batch_size, mesh)
+
+
+NORMALIZE_ROWS = 4096  # reference responses averaged for the reward-model offset
+
+
+def normalize_reward_model(cfg: ModelConfig, params, reference: dict, batch_size: int, mesh):
+    """The paper's normalisation: subtract the mean reward of reference responses (folded into
+    the head bias), so typical scores sit near 0 and PPO's no-EOS penalty means a penalty."""
+    rows = {k: v[:NORMALIZE_ROWS] for k, v in reference.items() if k in ("tokens", "mask")}
+    fn = jax.jit(lambda p, b: {"r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"])})
+    offset = float(np.mean(forward_dataset(fn, params, rows, batch_size, mesh)["r"]))
+    head = params["scalar_head"]
+    return {**params, "scalar_head": {**head, "bias": head["bias"] - offset}}, offset
+
+
+def dpo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+    policy_path = _require(run.init.policy, "policy", "an SFT policy")
+    pairs = make_datasets(run.data)["pairs"]
+    cache = os.path.join(workdir, "ref_logprobs.npz")
+    if os.path.exists(cache):
+        ref = dict(np.load(cache))
+    else:
+        ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
+        ref = reference_logprobs(
+            run.model, ref_params, pairs, run.batch_size, mesh, run.hparams.temperature
+        )
+        if jax.process_index() == 0:
+            os.makedirs(workdir, exist_ok=True)
+            np.savez(cache, **ref)
+    data = ArrayDataset({**pairs, **ref}, run.batch_size, run.seed)
+
+    def load_init(state):
+        return _replace_params(
+            state, "policy", load_params(policy_path, "policy", "lm", run.model, mesh)
+        )
+
+    return Stage(
+        {"policy": ("lm", run.model)},
+        Models(policy=run.model),
+        load_init,
+        _offline_run_step(data, mesh),
+    )
+
+
+def build_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+    from rlft.train.ppo_stage import ppo_stage  # noqa: PLC0415  (imports the sampler)
+
+    builders = {"mle": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
+    return builders[run.objective](run, mesh, workdir)

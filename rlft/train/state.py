@@ -1,0 +1,104 @@
+"""Train state, optimizer and sharded initialisation."""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from rlft.models import ModelConfig, init_params
+from rlft.parallel import logical_shardings
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # optimizer updates taken
+    params: dict[str, Any]  # trained models by role ("policy", "reward", "critic")
+    opt_state: Any
+    rng: jax.Array  # raw uint32[2] key, advanced by the driver
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with global-norm clipping and a warm-up + decay schedule."""
+
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"  # constant | linear | cosine (decay to end_lr_frac over the run)
+    warmup_steps: int = 0
+    end_lr_frac: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    accum_steps: int = 1  # micro-batches per update (batch_size must divide evenly)
+
+
+def make_schedule(cfg: OptimConfig, total_steps: int) -> Callable[[Any], Any]:
+    peak, end = cfg.learning_rate, cfg.learning_rate * cfg.end_lr_frac
+    decay = max(total_steps - cfg.warmup_steps, 1)
+    if cfg.schedule == "constant":
+        main = optax.constant_schedule(peak)
+    elif cfg.schedule == "linear":
+        main = optax.linear_schedule(peak, end, decay)
+    elif cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(peak, decay, alpha=cfg.end_lr_frac)
+    else:
+        raise ValueError(f"optim.schedule={cfg.schedule!r}: use constant, linear or cosine.")
+    if not cfg.warmup_steps:
+        return main
+    warm = optax.linear_schedule(0.0, peak, cfg.warmup_steps)
+    return optax.join_schedules([warm, main], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: OptimConfig, total_steps: int):
+    """(tx, schedule) for `total_steps` optimizer updates."""
+    schedule = make_schedule(cfg, total_steps)
+    parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm else []
+    parts.append(
+        optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    )
+    return optax.chain(*parts), schedule
+
+
+def init_state(
+    roles: dict[str, tuple[str, ModelConfig]], tx, seed: int, mesh: Mesh, seq_len: int = 8
+):
+    """Sharded fresh state: eval_shape -> logical shardings -> jitted init.
+
+    `roles` maps a role name to (model kind, config), e.g. {"policy": ("lm", cfg)}.
+    Returns (state, shardings); the shardings tree mirrors the state.
+    """
+
+    def boxed_init(rng):
+        keys = jax.random.split(rng, len(roles) + 1)
+        params = {
+            role: init_params(kind, cfg, keys[i], seq_len)
+            for i, (role, (kind, cfg)) in enumerate(sorted(roles.items()))
+        }
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=keys[-1]
+        )
+
+    rng = jax.random.PRNGKey(seed)
+    shardings = logical_shardings(jax.eval_shape(boxed_init, rng), mesh)
+    state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def abstract_params(kind: str, cfg: ModelConfig, mesh: Mesh):
+    """ShapeDtypeStructs with shardings for one model's params (restore targets)."""
+    boxed = jax.eval_shape(lambda r: init_params(kind, cfg, r), jax.random.PRNGKey(0))
+    shardings = logical_shardings(boxed, mesh)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
+    )
+
+
+def param_shardings(kind: str, cfg: ModelConfig, mesh: Mesh):
+    return jax.tree.map(lambda x: x.sharding, abstract_params(kind, cfg, mesh))
