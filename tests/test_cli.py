@@ -26,9 +26,13 @@ def runs(tmp_path_factory):
         "sft": [_cfg("sft")],
         "reward": [_cfg("reward"), f"--config.init.policy={wd['sft']}"],
         "dpo": [_cfg("dpo"), f"--config.init.policy={wd['sft']}"],
-        "ppo": [_cfg("ppo"), f"--config.init.policy={wd['sft']}",
-                f"--config.init.reward={wd['reward']}", "--config.total_steps=16",
-                "--config.log_every=4"],
+        "ppo": [
+            _cfg("ppo"),
+            f"--config.init.policy={wd['sft']}",
+            f"--config.init.reward={wd['reward']}",
+            "--config.total_steps=16",
+            "--config.log_every=4",
+        ],
     }
     for name in ("sft", "reward", "dpo", "ppo"):
         assert main(["train", *argv[name], f"--workdir={wd[name]}", "--noprogress"]) == 0, name
@@ -61,8 +65,15 @@ def test_unknown_override_is_rejected(tmp_path, capsys):
 
 def test_missing_init_checkpoint_names_the_path(tmp_path, capsys):
     missing = tmp_path / "no_sft_here"
-    rc = main(["train", _cfg("dpo"), f"--config.init.policy={missing}",
-               f"--workdir={tmp_path / 'dpo'}", "--noprogress"])
+    rc = main(
+        [
+            "train",
+            _cfg("dpo"),
+            f"--config.init.policy={missing}",
+            f"--workdir={tmp_path / 'dpo'}",
+            "--noprogress",
+        ]
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "no checkpoint under" in err and "no_sft_here" in err

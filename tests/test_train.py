@@ -99,27 +99,40 @@ def _tiny_sft(**overrides):
     return c
 
 
-def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch):
-    loop.train(_tiny_sft(), str(tmp_path / "full"), progress=False)
+class Crash(Exception):
+    pass
 
+
+@pytest.mark.parametrize("how", ["sigterm", "crash"])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, how):
+    """SIGTERM mid-run saves and stops; a crash loses the steps since the last checkpoint (4),
+    whose metrics lines must be dropped and redone. Either way the resumed run matches."""
+    loop.train(_tiny_sft(), str(tmp_path / "full"), progress=False)
     real_build = loop.build_stage
 
-    def build_and_preempt(run, mesh, workdir):
+    def build_and_interrupt(run, mesh, workdir):
         stage = real_build(run, mesh, workdir)
         inner = stage.run_step
 
         def run_step(step_fn, state, step):
+            if how == "crash" and step == 6:  # steps 5 and 6 were logged, not checkpointed
+                raise Crash
             out = inner(step_fn, state, step)
-            if step == 4:  # preempted during the 5th step, between checkpoints
+            if how == "sigterm" and step == 4:  # preempted during the 5th step
                 os.kill(os.getpid(), signal.SIGTERM)
             return out
 
         stage.run_step = run_step
         return stage
 
-    monkeypatch.setattr(loop, "build_stage", build_and_preempt)
-    first = loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
-    assert first["stopped_by"] == "SIGTERM" and first["step"] == 5
+    monkeypatch.setattr(loop, "build_stage", build_and_interrupt)
+    if how == "sigterm":
+        first = loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
+        assert first["stopped_by"] == "SIGTERM" and first["step"] == 5
+    else:
+        with pytest.raises(Crash):
+            loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
+        assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == list(range(1, 7))
     monkeypatch.setattr(loop, "build_stage", real_build)
     loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
 
@@ -132,7 +145,9 @@ def test_resume_after_sigterm_equals_uninterrupted(tmp_path, monkeypatch):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     workdir = str(tmp_path / "run")
     loop.train(_tiny_sft(total_steps=4, checkpoint_every=2), workdir, progress=False)
-    bad = _tiny_sft(**{"total_steps": 8, "checkpoint_every": 1, "optim.learning_rate": float("nan")})
+    bad = _tiny_sft(
+        **{"total_steps": 8, "checkpoint_every": 1, "optim.learning_rate": float("nan")}
+    )
     with pytest.raises(loop.NonFiniteLossError, match="Last good checkpoint: step 4"):
         loop.train(bad, workdir, progress=False)
     steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())

@@ -100,8 +100,11 @@ def train(config, workdir: str, progress: bool = True) -> dict:
             state, metrics = stage.run_step(step_fn, state, loop_step)
             metrics = jax.device_get(metrics)
             done = loop_step + 1
-            bad = [k for k in ("loss", "grad_norm", "param_norm")
-                   if not math.isfinite(float(metrics[k]))]
+            bad = [
+                k
+                for k in ("loss", "grad_norm", "param_norm")
+                if not math.isfinite(float(metrics[k]))
+            ]
             if bad:
                 saved = manager.latest_step()
                 manager.wait_until_finished()

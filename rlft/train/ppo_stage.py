@@ -34,34 +34,60 @@ def make_rollout_fn(run: RunConfig, rollout: RolloutConfig):
     temperature = run.hparams.temperature
 
     def rollout_fn(params, ref_params, rm_params, prompt_tokens, prompt_mask, rng):
-        samples = generate(policy_cfg, params["policy"], prompt_tokens, prompt_mask, rng,
-                           max_new_tokens=rollout.response_len, temperature=temperature,
-                           top_p=rollout.top_p, eos_id=EOS, pad_id=PAD)
+        samples = generate(
+            policy_cfg,
+            params["policy"],
+            prompt_tokens,
+            prompt_mask,
+            rng,
+            max_new_tokens=rollout.response_len,
+            temperature=temperature,
+            top_p=rollout.top_p,
+            eos_id=EOS,
+            pad_id=PAD,
+        )
         tokens_BxT, mask_BxT, loss_mask_BxT = samples.tokens, samples.mask, samples.loss_mask
 
         def logp(p):
-            return token_logprobs(lm_logits(policy_cfg, p, tokens_BxT, mask_BxT), tokens_BxT,
-                                  temperature) * loss_mask_BxT
+            return (
+                token_logprobs(
+                    lm_logits(policy_cfg, p, tokens_BxT, mask_BxT), tokens_BxT, temperature
+                )
+                * loss_mask_BxT
+            )
 
         logp_BxT, ref_logp_BxT = logp(params["policy"]), logp(ref_params)
-        values_BxT = token_values(critic_cfg, params["critic"], tokens_BxT, mask_BxT) * loss_mask_BxT
+        values_BxT = (
+            token_values(critic_cfg, params["critic"], tokens_BxT, mask_BxT) * loss_mask_BxT
+        )
         score_B = sequence_reward(critic_cfg, rm_params, tokens_BxT, mask_BxT)
         score_B = jnp.where(samples.finished, score_B, rollout.no_eos_penalty)
-        rewards_BxT = ppo_rewards(score_B, logp_BxT, ref_logp_BxT, loss_mask_BxT,
-                                  rollout.kl_coef, rollout.kl_estimator)
+        rewards_BxT = ppo_rewards(
+            score_B, logp_BxT, ref_logp_BxT, loss_mask_BxT, rollout.kl_coef, rollout.kl_estimator
+        )
         if rollout.whiten_rewards:
             rewards_BxT = masked_whiten(rewards_BxT, loss_mask_BxT, shift_mean=False)
-        adv_BxT, returns_BxT = gae(rewards_BxT, values_BxT, loss_mask_BxT, rollout.gamma,
-                                   rollout.lam)
+        adv_BxT, returns_BxT = gae(
+            rewards_BxT, values_BxT, loss_mask_BxT, rollout.gamma, rollout.lam
+        )
         adv_BxT = masked_whiten(adv_BxT, loss_mask_BxT)
         kl_B = jnp.sum(kl_penalty(logp_BxT, ref_logp_BxT, "k1") * loss_mask_BxT, axis=-1)
-        batch = {"tokens": tokens_BxT, "mask": mask_BxT, "loss_mask": loss_mask_BxT,
-                 "old_logp": logp_BxT, "old_values": values_BxT, "advantages": adv_BxT,
-                 "returns": returns_BxT}
-        stats = {"rollout/score": jnp.mean(score_B), "rollout/kl": jnp.mean(kl_B),
-                 "rollout/reward": jnp.mean(score_B - rollout.kl_coef * kl_B),
-                 "rollout/response_len": jnp.mean(samples.lengths),
-                 "rollout/eos_rate": jnp.mean(samples.finished)}
+        batch = {
+            "tokens": tokens_BxT,
+            "mask": mask_BxT,
+            "loss_mask": loss_mask_BxT,
+            "old_logp": logp_BxT,
+            "old_values": values_BxT,
+            "advantages": adv_BxT,
+            "returns": returns_BxT,
+        }
+        stats = {
+            "rollout/score": jnp.mean(score_B),
+            "rollout/kl": jnp.mean(kl_B),
+            "rollout/reward": jnp.mean(score_B - rollout.kl_coef * kl_B),
+            "rollout/response_len": jnp.mean(samples.lengths),
+            "rollout/eos_rate": jnp.mean(samples.finished),
+        }
         return batch, stats
 
     return jax.jit(rollout_fn)
@@ -75,36 +101,50 @@ def ppo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
     reward_path = _require(run.init.reward, "reward", "a trained reward model")
     critic_cfg = run.reward_model or run.model
     if run.batch_size % rollout.num_minibatches:
-        raise ConfigError(f"config.batch_size={run.batch_size} does not split into "
-                          f"config.rollout.num_minibatches={rollout.num_minibatches}")
+        raise ConfigError(
+            f"config.batch_size={run.batch_size} does not split into "
+            f"config.rollout.num_minibatches={rollout.num_minibatches}"
+        )
     prompts = ArrayDataset(make_datasets(run.data)["prompts"], run.batch_size, run.seed)
     ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
     rm_params = load_params(reward_path, "reward", "scalar", critic_cfg, mesh)
     rollout_fn = make_rollout_fn(run, rollout)
-    take = jax.jit(lambda b, idx: jax.tree.map(lambda x: x[idx], b),
-                   out_shardings=batch_sharding(mesh))
+    take = jax.jit(
+        lambda b, idx: jax.tree.map(lambda x: x[idx], b), out_shardings=batch_sharding(mesh)
+    )
     minibatch = run.batch_size // rollout.num_minibatches
 
     def load_init(state):
-        state = _replace_params(state, "policy",
-                                load_params(policy_path, "policy", "lm", run.model, mesh))
+        state = _replace_params(
+            state, "policy", load_params(policy_path, "policy", "lm", run.model, mesh)
+        )
         # The critic starts as the reward model; copy, since the train step donates its state.
         return _replace_params(state, "critic", jax.tree.map(jnp.copy, rm_params))
 
     def run_step(step_fn, state, step):
         p = shard_batch(prompts.batch(step), mesh)
-        batch, stats = rollout_fn(state.params, ref_params, rm_params, p["prompt_tokens"],
-                                  p["prompt_mask"], jax.random.fold_in(state.rng, step))
+        batch, stats = rollout_fn(
+            state.params,
+            ref_params,
+            rm_params,
+            p["prompt_tokens"],
+            p["prompt_mask"],
+            jax.random.fold_in(state.rng, step),
+        )
         updates = []
         for epoch in range(rollout.ppo_epochs):
             perm = np.random.default_rng([run.seed, step, epoch]).permutation(run.batch_size)
             for j in range(rollout.num_minibatches):
-                idx = jnp.asarray(perm[j * minibatch:(j + 1) * minibatch])
+                idx = jnp.asarray(perm[j * minibatch : (j + 1) * minibatch])
                 state, metrics = step_fn(state, take(batch, idx))
                 updates.append(metrics)
         metrics = jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *updates)
         return state, {**metrics, **stats}
 
-    return Stage({"policy": ("lm", run.model), "critic": ("scalar", critic_cfg)},
-                 Models(policy=run.model, critic=critic_cfg), load_init, run_step,
-                 updates_per_step=rollout.ppo_epochs * rollout.num_minibatches)
+    return Stage(
+        {"policy": ("lm", run.model), "critic": ("scalar", critic_cfg)},
+        Models(policy=run.model, critic=critic_cfg),
+        load_init,
+        run_step,
+        updates_per_step=rollout.ppo_epochs * rollout.num_minibatches,
+    )

@@ -79,16 +79,23 @@ def reward_stage(run: RunConfig, mesh, workdir: str) -> Stage:
         if not run.init.policy:
             return state
         lm = load_params(run.init.policy, "policy", "lm", run.model, mesh)
-        return _replace_params(state, "reward", {**state.params["reward"],
-                                                 "backbone": lm["backbone"]})
+        return _replace_params(
+            state, "reward", {**state.params["reward"], "backbone": lm["backbone"]}
+        )
 
     def finalize(state):  # reference responses = the SFT demonstrations
-        params, offset = normalize_reward_model(run.model, state.params["reward"],
-                                                datasets["sft"], run.batch_size, mesh)
+        params, offset = normalize_reward_model(
+            run.model, state.params["reward"], datasets["sft"], run.batch_size, mesh
+        )
         return _replace_params(state, "reward", params), {"reward_offset": offset}
 
-    return Stage({"reward": ("scalar", run.model)}, Models(reward=run.model), load_init,
-                 _offline_run_step(data, mesh), finalize=finalize)
+    return Stage(
+        {"reward": ("scalar", run.model)},
+        Models(reward=run.model),
+        load_init,
+        _offline_run_step(data, mesh),
+        finalize=finalize,
+    )
 
 
 def forward_dataset(fn, params, arrays: dict, batch_size: int, mesh) -> dict[str, np.ndarray]:
@@ -103,13 +110,18 @@ def forward_dataset(fn, params, arrays: dict, batch_size: int, mesh) -> dict[str
     return {k: np.concatenate(v)[:n] for k, v in out.items()}
 
 
-def reference_logprobs(cfg: ModelConfig, params, pairs: dict, batch_size: int, mesh,
-                       temperature: float) -> dict[str, np.ndarray]:
+def reference_logprobs(
+    cfg: ModelConfig, params, pairs: dict, batch_size: int, mesh, temperature: float
+) -> dict[str, np.ndarray]:
     """Summed response log-probs of chosen and rejected under the reference `params`."""
-    fn = jax.jit(lambda p, b: {
-        f"ref_{side}_logp": dpo.sequence_logprobs(cfg, p, b[f"{side}_tokens"], b[f"{side}_mask"],
-                                                  b[f"{side}_loss_mask"], temperature)
-        for side in ("chosen", "rejected")})
+    fn = jax.jit(
+        lambda p, b: {
+            f"ref_{side}_logp": dpo.sequence_logprobs(
+                cfg, p, b[f"{side}_tokens"], b[f"{side}_mask"], b[f"{side}_loss_mask"], temperature
+            )
+            for side in ("chosen", "rejected")
+        }
+    )
     arrays = {k: v for k, v in pairs.items() if k.endswith(("tokens", "mask"))}
     return forward_dataset(fn, params, arrays, batch_size, mesh)
 

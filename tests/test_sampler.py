@@ -1,0 +1,181 @@
+"""Sampler properties: trainer log-probs, EOS, K-sample layout, greedy, top-p, determinism.
+
+Prime-sized dims: vocab 67 (7 for the EOS test), B 3 prompts of width P 5, K 4, L 11.
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rlft import models
+from rlft.objectives.logprobs import token_logprobs
+from rlft.rollout import generate, sample_token, top_p_filter
+
+B, P, K, L = 3, 5, 4, 11
+PADS = [0, 2, 4]  # left padding per prompt; the last prompt has one real token
+PAD_ID = 2  # nonzero, so a zero-filled buffer is not mistaken for padding
+
+lm_logits = jax.jit(models.lm_logits, static_argnums=0)
+
+
+def tiny_cfg(vocab_size=67):
+    return models.model_config(
+        "tiny", vocab_size=vocab_size, num_layers=2, d_model=24, num_heads=3, d_ff=37, max_len=64
+    )
+
+
+@functools.cache
+def setup(vocab_size=67, logit_scale=8.0):
+    """(cfg, params, prompts, prompt mask); the output layer is scaled so logits are peaked."""
+    cfg = tiny_cfg(vocab_size)
+    params = nn.unbox(
+        jax.jit(models.init_params, static_argnums=(0, 1))("lm", cfg, jax.random.key(0))
+    )
+    params = {**params, "embed_out": {"kernel": params["embed_out"]["kernel"] * logit_scale}}
+    prompt_BxP = jax.random.randint(jax.random.key(1), (B, P), 1, vocab_size)
+    mask_BxP = jnp.arange(P)[None, :] >= jnp.asarray(PADS)[:, None]
+    return cfg, params, jnp.where(mask_BxP, prompt_BxP, PAD_ID), mask_BxP
+
+
+def sample(seed=2, vocab_size=67, **kwargs):
+    cfg, params, prompt_BxP, mask_BxP = setup(vocab_size)
+    kwargs = {"max_new_tokens": L, "num_samples": K, "eos_id": None, "pad_id": PAD_ID, **kwargs}
+    return generate(cfg, params, prompt_BxP, mask_BxP, jax.random.key(seed), **kwargs)
+
+
+def trainer_logp(samples, temperature, vocab_size=67):
+    cfg, params, _, _ = setup(vocab_size)
+    logits_NxTxV = lm_logits(cfg, params, samples.tokens, samples.mask)
+    return jnp.where(
+        samples.loss_mask, token_logprobs(logits_NxTxV, samples.tokens, temperature), 0.0
+    )
+
+
+@pytest.mark.parametrize("temperature", [0.7, 1.0])
+def test_sampler_logp_equals_trainer_logp(temperature):
+    samples = sample(temperature=temperature)
+    assert samples.tokens.shape == samples.logp.shape == (B * K, P + L)
+    assert np.all(samples.logp[~samples.loss_mask] == 0.0)
+    np.testing.assert_allclose(samples.logp, trainer_logp(samples, temperature), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("new_tokens", [L, 37])
+def test_eos_stops_rows_and_masks_the_tail(new_tokens):
+    """With 11 new tokens some rows stop; with 37 all do by step 29 and the loop exits early."""
+    eos_id = 3  # vocab 7: EOS comes at a different step in different rows
+    samples = sample(vocab_size=7, eos_id=eos_id, max_new_tokens=new_tokens)
+    tokens, mask, loss_mask = (np.asarray(x)[:, P:] for x in samples[:3])
+    lengths = np.asarray(samples.lengths)
+    assert len(set(lengths)) > 2
+    if new_tokens == L:
+        assert 0 < np.sum(samples.finished) < B * K
+    else:
+        assert np.all(samples.finished) and np.max(lengths) < new_tokens
+    for row in range(B * K):
+        hits = np.flatnonzero(tokens[row] == eos_id)
+        n = hits[0] + 1 if len(hits) else new_tokens
+        assert lengths[row] == n and bool(samples.finished[row]) == bool(len(hits))
+        assert np.all(tokens[row, n:] == PAD_ID)
+        assert np.all(mask[row, :n]) and not np.any(mask[row, n:])
+        np.testing.assert_array_equal(loss_mask[row], mask[row])
+    assert not np.any(samples.loss_mask[:, :P])
+    np.testing.assert_allclose(
+        samples.logp, trainer_logp(samples, 1.0, vocab_size=7), atol=1e-5, rtol=0
+    )
+
+
+def test_k_samples_are_prompt_major():
+    _, _, prompt_BxP, mask_BxP = setup()
+    samples = sample()
+    np.testing.assert_array_equal(samples.tokens[:, :P], np.repeat(prompt_BxP, K, axis=0))
+    np.testing.assert_array_equal(samples.mask[:, :P], np.repeat(mask_BxP, K, axis=0))
+    responses = np.asarray(samples.tokens[:, P:]).reshape(B, K, L)
+    for b in range(B):  # the K samples of a prompt are distinct draws
+        assert len({tuple(r) for r in responses[b]}) == K
+
+
+def greedy_reference(cfg, params, prompt_BxP, mask_BxP, eos_id):
+    """No cache: rerun the full forward for every new token and take the argmax."""
+    tokens_NxT = jnp.repeat(jnp.pad(prompt_BxP, ((0, 0), (0, L))), K, axis=0)
+    mask_NxT = jnp.repeat(jnp.pad(mask_BxP, ((0, 0), (0, L))), K, axis=0)
+    done_N = jnp.zeros(B * K, bool)
+    for i in range(L):
+        logits_NxV = lm_logits(cfg, params, tokens_NxT, mask_NxT)[:, P + i - 1]
+        tok_N = jnp.where(done_N, PAD_ID, jnp.argmax(logits_NxV, axis=-1))
+        tokens_NxT, mask_NxT = (
+            tokens_NxT.at[:, P + i].set(tok_N),
+            mask_NxT.at[:, P + i].set(~done_N),
+        )
+        done_N = done_N | (tok_N == eos_id)
+    return tokens_NxT
+
+
+GREEDY_EOS = 12  # greedy rows 4-7 emit it at step 2, the others never (asserted below)
+
+
+def test_greedy_equals_stepwise_argmax_of_full_forward():
+    eos_id = GREEDY_EOS
+    samples = sample(greedy=True, eos_id=eos_id)
+    np.testing.assert_array_equal(samples.tokens, greedy_reference(*setup(), eos_id=eos_id))
+    np.testing.assert_allclose(samples.logp, trainer_logp(samples, 1.0), atol=1e-5, rtol=0)
+    assert len({tuple(r) for r in np.asarray(samples.tokens[:, P:])}) > 1
+    np.testing.assert_array_equal(samples.finished, np.repeat([False, True, False], K))
+
+
+def test_tiny_top_p_keeps_only_the_argmax():
+    greedy = sample(seed=3, greedy=True, eos_id=GREEDY_EOS)
+    nucleus = sample(seed=4, temperature=1.0, top_p=1e-6, eos_id=GREEDY_EOS)
+    np.testing.assert_array_equal(nucleus.tokens, greedy.tokens)
+    np.testing.assert_allclose(nucleus.logp, greedy.logp, atol=1e-6, rtol=0)  # full softmax
+
+
+def test_top_p_filter_hand_case():
+    logits_1xV = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
+    kept = [np.isfinite(top_p_filter(logits_1xV, p)[0]).tolist() for p in (0.5, 0.8, 0.81, 1.0)]
+    assert kept == [
+        [False, True, False, False],
+        [False, True, False, True],
+        [False, True, True, True],
+        [True, True, True, True],
+    ]
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.5, 1.0), (2.0, 0.8)])
+def test_sample_token_frequencies(temperature, top_p):
+    """Draws follow softmax(logits / T), renormalised over the nucleus (4-sigma bound)."""
+    n = 40_000
+    logits_V = jnp.array([0.0, 1.0, -0.5, 0.4, 2.0])
+    probs_V = np.asarray(jax.nn.softmax(top_p_filter(logits_V[None] / temperature, top_p)[0]))
+    toks_N = sample_token(
+        jnp.broadcast_to(logits_V, (n, 5)), jax.random.key(0), temperature, top_p, False
+    )
+    freqs_V = np.bincount(np.asarray(toks_N), minlength=5) / n
+    assert np.all(np.abs(freqs_V - probs_V) < 4 * np.sqrt(probs_V * (1 - probs_V) / n) + 1e-9)
+    assert top_p == 1.0 or np.sum(probs_V == 0) == 1  # nucleus of 4 (hand-checked)
+
+
+def test_same_rng_same_samples_and_no_recompile():
+    first, again, other = sample(seed=7), sample(seed=7), sample(seed=8)
+    jax.tree.map(np.testing.assert_array_equal, first, again)
+    assert not np.array_equal(first.tokens, other.tokens)
+    if not hasattr(generate, "_cache_size"):
+        pytest.skip("jax.jit no longer exposes _cache_size")
+    compiled = generate._cache_size()
+    cfg, params, prompt_BxP, mask_BxP = setup()
+    new_params = jax.tree.map(lambda x: x * 1.01, params)
+    generate(
+        cfg,
+        new_params,
+        prompt_BxP[::-1],
+        mask_BxP[::-1],
+        jax.random.key(9),
+        max_new_tokens=L,
+        num_samples=K,
+        eos_id=None,
+        pad_id=PAD_ID,
+    )
+    assert generate._cache_size() == compiled
