@@ -184,7 +184,7 @@ def test_missing_and_mismatched_checkpoints(tmp_path):
 
 def test_metrics_jsonl_and_tensorboard_written(tmp_path):
     loop.train(_tiny_sft(total_steps=3), str(tmp_path), progress=False)
-    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert {"loss", "grad_norm", "param_norm", "learning_rate"} <= set(rows[0])
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))

@@ -1,8 +1,9 @@
 """GPT-NeoX (Pythia) decoder as pure Flax Linen modules, with an explicit KV cache.
 
 Every module is a pure function of (params, inputs). Attention masks and positions are built
-by the caller (`causal_mask`, `positions_from_mask` in `rlft.models`), so the same forward serves training, prefill and
-one-token decode. Params carry logical axis names for sharding (`rlft.parallel`).
+by the caller (`causal_mask`, `positions_from_mask` in `rlft.models`), so the same forward
+serves training, prefill and one-token decode. Params carry logical axis names for sharding
+(`rlft.parallel`).
 """
 
 from typing import Any

@@ -98,6 +98,11 @@ class RougeTask(Task):
             raise ValueError("rouge: noise and drop must be probabilities")
         super().__init__(cfg)
         self.tables = tables if tables is not None else random_tables(cfg)
+        if (
+            np.shape(self.tables.subst_KxM) != (cfg.num_keys, cfg.num_content)
+            or len(self.tables.orders) != cfg.num_keys
+        ):
+            raise ValueError("rouge tables need subst [num_keys, num_content], one order per key")
         if any(o not in ORDERS for o in self.tables.orders):
             raise ValueError(f"rouge: orders must be among {sorted(ORDERS)}")
         self.first_key = NUM_RESERVED
