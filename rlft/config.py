@@ -23,9 +23,8 @@ TOP_LEVEL = (
     "model",
     "optim",
     "mesh",
-    "data",
     "init",
-)
+)  # plus `data` (the synthetic task), optional when the caller passes data to train()
 # Extra sections an objective reads besides its own hyperparameters (named like the objective).
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
@@ -74,7 +73,7 @@ class RunConfig:
     model: ModelConfig
     optim: OptimConfig
     mesh: MeshConfig
-    data: SyntheticConfig
+    data: SyntheticConfig | None
     init: InitConfig
     hparams: Any  # the objective's hyperparameter dataclass
     rollout: RolloutConfig | None = None
@@ -125,7 +124,7 @@ def parse_config(config: Any) -> RunConfig:
     objective = raw.get("objective")
     if objective not in OBJECTIVES:
         raise ConfigError(f"config.objective={objective!r}; choose one of {sorted(OBJECTIVES)}")
-    allowed = set(TOP_LEVEL) | {objective} | set(EXTRA_SECTIONS.get(objective, ()))
+    allowed = set(TOP_LEVEL) | {objective, "data"} | set(EXTRA_SECTIONS.get(objective, ()))
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(
@@ -149,7 +148,7 @@ def parse_config(config: Any) -> RunConfig:
         model=_model(raw["model"], "model"),
         optim=to_dataclass(OptimConfig, raw["optim"], "optim"),
         mesh=to_dataclass(MeshConfig, raw["mesh"], "mesh"),
-        data=to_dataclass(SyntheticConfig, raw["data"], "data"),
+        data=to_dataclass(SyntheticConfig, raw["data"], "data") if "data" in raw else None,
         init=to_dataclass(InitConfig, raw["init"], "init"),
         hparams=to_dataclass(hparams_cls, raw.get(objective, {}), objective),
         rollout=(
@@ -158,7 +157,7 @@ def parse_config(config: Any) -> RunConfig:
         reward_model=_model(raw["reward_model"], "reward_model") if "reward_model" in raw else None,
         raw=raw,
     )
-    if run.data.vocab_size > run.model.vocab_size:
+    if run.data is not None and run.data.vocab_size > run.model.vocab_size:
         raise ConfigError(
             f"config.data.vocab_size={run.data.vocab_size} exceeds "
             f"config.model.vocab_size={run.model.vocab_size}; the tokenizer's "

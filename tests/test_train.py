@@ -110,8 +110,8 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, how):
     loop.train(_tiny_sft(), str(tmp_path / "full"), progress=False)
     real_build = loop.build_stage
 
-    def build_and_interrupt(run, mesh, workdir):
-        stage = real_build(run, mesh, workdir)
+    def build_and_interrupt(run, mesh, workdir, data):
+        stage = real_build(run, mesh, workdir, data)
         inner = stage.run_step
 
         def run_step(step_fn, state, step):

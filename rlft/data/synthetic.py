@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from rlft.data.arrays import pack_pairs, pack_prompts, pack_sequences
+from rlft.data.bundle import DataBundle
 
 PAD, EOS, SEP = 0, 1, 2
 FIRST_CONTENT = 3
@@ -100,3 +101,15 @@ def make_datasets(cfg: SyntheticConfig) -> dict[str, dict[str, np.ndarray]]:
         "pairs": pack_pairs(prompts, chosen, rejected, p_len, r_len, PAD),
         "prompts": {"prompt_tokens": prompt_tokens, "prompt_mask": prompt_mask},
     }
+
+
+def synthetic_bundle(cfg: SyntheticConfig) -> DataBundle:
+    data = make_datasets(cfg)
+    return DataBundle(
+        eos_id=EOS,
+        pad_id=PAD,
+        vocab_size=cfg.vocab_size,
+        sft=data["sft"],
+        pairs=data["pairs"],
+        prompts=data["prompts"],
+    )

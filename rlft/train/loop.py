@@ -15,7 +15,9 @@ import jax
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from rlft.config import RunConfig, parse_config
+from rlft.config import ConfigError, RunConfig, parse_config
+from rlft.data.bundle import DataBundle
+from rlft.data.synthetic import synthetic_bundle
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
 from rlft.train.metrics import MetricsWriter
@@ -63,11 +65,19 @@ def _meta(run: RunConfig, stage, loop_step: int) -> dict:
     }
 
 
-def train(config, workdir: str, progress: bool = True) -> dict:
-    """Train one stage; returns the last logged metrics (and 'stopped_by' if interrupted)."""
+def train(config, workdir: str, progress: bool = True, data: DataBundle | None = None) -> dict:
+    """Train one stage; returns the last logged metrics (and 'stopped_by' if interrupted).
+
+    `data` supplies the arrays (a task, TL;DR, a pipeline); without it the config's `data`
+    section describes the in-process synthetic task.
+    """
     run = parse_config(config)
+    if data is None:
+        if run.data is None:
+            raise ConfigError("config.data is missing and no data was passed to train()")
+        data = synthetic_bundle(run.data)
     mesh = make_mesh(run.mesh.data, run.mesh.fsdp)
-    stage = build_stage(run, mesh, workdir)
+    stage = build_stage(run, mesh, workdir, data)
     tx, schedule = make_optimizer(run.optim, run.total_steps * stage.updates_per_step)
     spec = StepSpec(run.objective, stage.models, run.hparams, tx, schedule, run.optim.accum_steps)
     state, shardings = init_state(stage.roles, tx, run.seed, mesh)

@@ -15,7 +15,7 @@ import numpy as np
 
 from rlft.config import ConfigError, RolloutConfig, RunConfig
 from rlft.data import ArrayDataset
-from rlft.data.synthetic import EOS, PAD, make_datasets
+from rlft.data.bundle import DataBundle
 from rlft.models import lm_logits
 from rlft.objectives.base import Models
 from rlft.objectives.logprobs import token_logprobs
@@ -28,7 +28,7 @@ from rlft.train.checkpoint import load_params
 from rlft.train.stages import Stage, _replace_params, _require
 
 
-def make_rollout_fn(run: RunConfig, rollout: RolloutConfig):
+def make_rollout_fn(run: RunConfig, rollout: RolloutConfig, eos_id: int, pad_id: int):
     """Jitted (params, ref_params, rm_params, prompts, rng) -> (ppo batch, rollout stats)."""
     policy_cfg, critic_cfg = run.model, run.reward_model or run.model
     temperature = run.hparams.temperature
@@ -43,8 +43,8 @@ def make_rollout_fn(run: RunConfig, rollout: RolloutConfig):
             max_new_tokens=rollout.response_len,
             temperature=temperature,
             top_p=rollout.top_p,
-            eos_id=EOS,
-            pad_id=PAD,
+            eos_id=eos_id,
+            pad_id=pad_id,
         )
         tokens_BxT, mask_BxT, loss_mask_BxT = samples.tokens, samples.mask, samples.loss_mask
 
@@ -93,7 +93,7 @@ def make_rollout_fn(run: RunConfig, rollout: RolloutConfig):
     return jax.jit(rollout_fn)
 
 
-def ppo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     rollout = run.rollout
     if rollout is None:
         raise ConfigError("config.rollout is missing; PPO needs it (see configs/ppo.py)")
@@ -105,10 +105,10 @@ def ppo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
             f"config.batch_size={run.batch_size} does not split into "
             f"config.rollout.num_minibatches={rollout.num_minibatches}"
         )
-    prompts = ArrayDataset(make_datasets(run.data)["prompts"], run.batch_size, run.seed)
+    prompts = ArrayDataset(bundle.require("prompts", "ppo"), run.batch_size, run.seed)
     ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
     rm_params = load_params(reward_path, "reward", "scalar", critic_cfg, mesh)
-    rollout_fn = make_rollout_fn(run, rollout)
+    rollout_fn = make_rollout_fn(run, rollout, bundle.eos_id, bundle.pad_id)
     take = jax.jit(
         lambda b, idx: jax.tree.map(lambda x: x[idx], b), out_shardings=batch_sharding(mesh)
     )

@@ -15,7 +15,7 @@ import numpy as np
 
 from rlft.config import ConfigError, RunConfig
 from rlft.data import ArrayDataset
-from rlft.data.synthetic import make_datasets
+from rlft.data.bundle import DataBundle
 from rlft.models import ModelConfig
 from rlft.objectives import dpo, reward
 from rlft.objectives.base import Models
@@ -53,8 +53,8 @@ def _replace_params(state, role: str, params):
     return state.replace(params={**state.params, role: params})
 
 
-def sft_stage(run: RunConfig, mesh, workdir: str) -> Stage:
-    data = ArrayDataset(make_datasets(run.data)["sft"], run.batch_size, run.seed)
+def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    data = ArrayDataset(bundle.require("sft", "sft"), run.batch_size, run.seed)
 
     def load_init(state):
         if not run.init.policy:
@@ -71,9 +71,9 @@ def sft_stage(run: RunConfig, mesh, workdir: str) -> Stage:
     )
 
 
-def reward_stage(run: RunConfig, mesh, workdir: str) -> Stage:
-    datasets = make_datasets(run.data)
-    data = ArrayDataset(datasets["pairs"], run.batch_size, run.seed)
+def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    data = ArrayDataset(bundle.require("pairs", "reward"), run.batch_size, run.seed)
+    reference = bundle.reference or bundle.require("sft", "reward (normalisation)")
 
     def load_init(state):  # backbone from the SFT policy, fresh scalar head
         if not run.init.policy:
@@ -85,7 +85,7 @@ def reward_stage(run: RunConfig, mesh, workdir: str) -> Stage:
 
     def finalize(state):  # reference responses = the SFT demonstrations
         params, offset = normalize_reward_model(
-            run.model, state.params["reward"], datasets["sft"], run.batch_size, mesh
+            run.model, state.params["reward"], reference, run.batch_size, mesh
         )
         return _replace_params(state, "reward", params), {"reward_offset": offset}
 
@@ -139,9 +139,9 @@ def normalize_reward_model(cfg: ModelConfig, params, reference: dict, batch_size
     return {**params, "scalar_head": {**head, "bias": head["bias"] - offset}}, offset
 
 
-def dpo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     policy_path = _require(run.init.policy, "policy", "an SFT policy")
-    pairs = make_datasets(run.data)["pairs"]
+    pairs = bundle.require("pairs", "dpo")
     cache = os.path.join(workdir, "ref_logprobs.npz")
     if os.path.exists(cache):
         ref = dict(np.load(cache))
@@ -168,8 +168,13 @@ def dpo_stage(run: RunConfig, mesh, workdir: str) -> Stage:
     )
 
 
-def build_stage(run: RunConfig, mesh, workdir: str) -> Stage:
+def build_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     from rlft.train.ppo_stage import ppo_stage  # noqa: PLC0415  (imports the sampler)
 
     builders = {"mle": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
-    return builders[run.objective](run, mesh, workdir)
+    if bundle.vocab_size > run.model.vocab_size:
+        raise ConfigError(
+            f"the data's vocabulary ({bundle.vocab_size} ids) exceeds config.model.vocab_size="
+            f"{run.model.vocab_size}; the tokenizer's vocabulary must fit the model's embedding"
+        )
+    return builders[run.objective](run, mesh, workdir, bundle)
