@@ -4,11 +4,13 @@ rlft train --config=configs/dpo.py:tiny --workdir=DIR [--config.field=value ...]
 rlft convert --from-hf DIR --out DIR | --to-hf DIR --out DIR
 """
 
+import os
 import sys
 
 USAGE = """usage: rlft <command> [flags]
 
 commands:
+  reproduce the paper's comparison: rlft reproduce --config=configs/reproduce.py --workdir=DIR
   train     train one stage: rlft train --config=configs/sft.py:tiny --workdir=runs/sft_tiny
   convert   Hugging Face GPT-NeoX checkpoints <-> rlft: rlft convert --from-hf DIR --out DIR
 """
@@ -58,13 +60,60 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _reproduce(argv: list[str]) -> int:
+    from absl import flags  # noqa: PLC0415
+    from ml_collections import config_flags  # noqa: PLC0415
+
+    fv = flags.FlagValues()
+    full_argv = ["rlft reproduce", *argv]
+    config_flags.DEFINE_config_file(
+        "config", None, "configs/reproduce.py[:variant].", flag_values=fv, sys_argv=full_argv
+    )
+    flags.DEFINE_string("workdir", None, "Output directory (resumable).", flag_values=fv)
+    flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
+    try:
+        fv(full_argv)
+    except (flags.Error, KeyError, AttributeError, ValueError) as e:
+        print(f"rlft reproduce: {e}", file=sys.stderr)
+        return 2
+    if fv.config is None or not fv.workdir:
+        print(
+            "rlft reproduce: --config=configs/reproduce.py[:variant] and --workdir=DIR are "
+            "required",
+            file=sys.stderr,
+        )
+        return 2
+    from rlft.config import ConfigError  # noqa: PLC0415
+    from rlft.experiments.reproduce import run_reproduce  # noqa: PLC0415
+
+    try:
+        run_reproduce(fv.config, fv.workdir, progress=fv.progress)
+    except ConfigError as e:
+        print(f"rlft reproduce: error: {e}", file=sys.stderr)
+        return 1
+    print(f"rlft reproduce: done. {fv.workdir}/results.json, {fv.workdir}/report.md")
+    return 0
+
+
 def _convert(argv: list[str]) -> int:
     from rlft.convert import main as convert_main  # noqa: PLC0415
 
     return convert_main(argv)
 
 
-COMMANDS = {"train": _train, "convert": _convert}
+COMMANDS = {"train": _train, "reproduce": _reproduce, "convert": _convert}
+
+
+def _enable_compilation_cache() -> None:
+    """Reuse compiled XLA programs across runs (stages and seeds share shapes), unless the user
+    chose a cache already."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import jax  # noqa: PLC0415
+
+    path = os.path.join(os.path.expanduser("~"), ".cache", "rlft", "jax")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr if argv and argv[0] not in ("-h", "--help", "help") else sys.stdout,
         )
         return 0 if not argv or argv[0] in ("-h", "--help", "help") else 2
+    if argv[0] in ("train", "reproduce"):
+        _enable_compilation_cache()
     return COMMANDS[argv[0]](argv[1:])
 
 

@@ -206,6 +206,26 @@ def test_reward_loss_fn_vs_numpy(scalar_params):
     np.testing.assert_allclose(out.metrics["rejected_reward"], np.sum(rr), **COMPOSITE)
 
 
+def test_reward_mean_pooling_vs_numpy(scalar_params):
+    batch = pair_batch(np.random.default_rng(4))
+    out = jit_loss(reward.loss_fn)(
+        {"reward": scalar_params}, batch, Models(reward=CFG), reward.RewardHparams("mean")
+    )
+
+    def rewards(side):
+        v = np.asarray(
+            scalar_values(CFG, scalar_params, batch[f"{side}_tokens"], batch[f"{side}_mask"]),
+            np.float64,
+        )
+        lm = batch[f"{side}_loss_mask"]
+        return np.array([v[i][lm[i]].mean() for i in range(len(v))])
+
+    rc, rr = rewards("chosen"), rewards("rejected")
+    np.testing.assert_allclose(out.loss_sum, np.sum(-np_log_sigmoid(rc - rr)), **COMPOSITE)
+    with pytest.raises(ValueError, match="reward.pooling"):
+        reward.RewardHparams("max")
+
+
 # ---- DPO ----
 
 

@@ -1,4 +1,8 @@
-"""Bradley–Terry reward model: a scalar head read at the last real token."""
+"""Bradley–Terry reward model: a scalar head read at the last real token, or mean-pooled.
+
+The pooling is the reward-model class knob (PROTOTYPE-NOTES lesson 2): "last" is the paper's
+head; "mean" averages the per-token scores over the response tokens.
+"""
 
 import dataclasses
 
@@ -8,18 +12,35 @@ import jax.numpy as jnp
 from rlft.models import ModelConfig, last_index, scalar_values
 from rlft.objectives.base import LossOut, Models
 
+POOLINGS = ("last", "mean")
+
 
 @dataclasses.dataclass(frozen=True)
 class RewardHparams:
-    """The Bradley–Terry loss has no hyperparameters; kept so every objective has one."""
+    pooling: str = "last"  # last (the paper's head) | mean (over response tokens)
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"reward.pooling={self.pooling!r}; choose one of {POOLINGS}")
 
 
 def sequence_reward(
-    cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array
+    cfg: ModelConfig,
+    params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    loss_mask_BxT: jax.Array | None = None,
+    pooling: str = "last",
 ) -> jax.Array:
-    """r(x, y): the scalar model's output at the last real token of each row."""
+    """r(x, y): the scalar model's output at the last real token of each row ("last"), or the
+    mean of its outputs over the response tokens `loss_mask_BxT` ("mean")."""
     values_BxT = scalar_values(cfg, params, tokens_BxT, mask_BxT)
-    return jnp.take_along_axis(values_BxT, last_index(mask_BxT)[:, None], axis=-1)[:, 0]
+    if pooling == "last":
+        return jnp.take_along_axis(values_BxT, last_index(mask_BxT)[:, None], axis=-1)[:, 0]
+    if pooling != "mean" or loss_mask_BxT is None:
+        raise ValueError(f"pooling={pooling!r} needs one of {POOLINGS} (mean needs loss_mask)")
+    m_BxT = loss_mask_BxT.astype(values_BxT.dtype)
+    return jnp.sum(values_BxT * m_BxT, -1) / jnp.maximum(jnp.sum(m_BxT, -1), 1.0)
 
 
 def bradley_terry(chosen_reward_B: jax.Array, rejected_reward_B: jax.Array) -> jax.Array:
@@ -29,11 +50,19 @@ def bradley_terry(chosen_reward_B: jax.Array, rejected_reward_B: jax.Array) -> j
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: RewardHparams) -> LossOut:
     """Sum of Bradley–Terry losses over pairs; chosen and rejected share one [2B, T] forward."""
-    del hp
     b = batch["chosen_tokens"].shape[0]
-    tokens_2BxT = jnp.concatenate([batch["chosen_tokens"], batch["rejected_tokens"]])
-    mask_2BxT = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
-    reward_2B = sequence_reward(models.reward, params["reward"], tokens_2BxT, mask_2BxT)
+
+    def both(key):
+        return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
+
+    reward_2B = sequence_reward(
+        models.reward,
+        params["reward"],
+        both("tokens"),
+        both("mask"),
+        both("loss_mask"),
+        hp.pooling,
+    )
     chosen_B, rejected_B = reward_2B[:b], reward_2B[b:]
     metrics = {
         "accuracy": jnp.sum(chosen_B > rejected_B).astype(jnp.float32),

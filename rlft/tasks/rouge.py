@@ -21,27 +21,13 @@ import dataclasses
 
 import numpy as np
 
+from rlft.data.judges import lcs_length
 from rlft.tasks.base import EOS_ID, NUM_RESERVED, Task
-
-
-def lcs_length(a, b) -> int:
-    """Longest common subsequence length by the O(len(a) * len(b)) dynamic programme.
-
-    table[i][j] = LCS of a[:i] and b[:j]; a match extends the diagonal, else take the best of
-    dropping the last token of a or of b.
-    """
-    table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
-    for i, x in enumerate(a, 1):
-        for j, y in enumerate(b, 1):
-            table[i][j] = (
-                table[i - 1][j - 1] + 1 if x == y else max(table[i - 1][j], table[i][j - 1])
-            )
-    return table[len(a)][len(b)]
 
 
 def rouge_l(candidate, reference) -> tuple[float, float, float]:
     """(precision, recall, F1) of ROUGE-L; all zero when either side is empty or LCS is 0."""
-    lcs = lcs_length(candidate, reference)
+    lcs = lcs_length(candidate, reference)  # rlft.data.judges: the one LCS implementation
     if lcs == 0:
         return 0.0, 0.0, 0.0
     # F = 2PR / (P + R) = 2 LCS / (len(candidate) + len(reference)), one exact-ish division so

@@ -24,11 +24,13 @@ from rlft.objectives.reward import sequence_reward
 from rlft.parallel import batch_sharding, shard_batch
 from rlft.rollout.advantages import gae, kl_penalty, masked_whiten, ppo_rewards
 from rlft.rollout.sampler import generate
-from rlft.train.checkpoint import load_params
+from rlft.train.checkpoint import load_params, read_meta
 from rlft.train.stages import Stage, _replace_params, _require
 
 
-def make_rollout_fn(run: RunConfig, rollout: RolloutConfig, eos_id: int, pad_id: int):
+def make_rollout_fn(
+    run: RunConfig, rollout: RolloutConfig, eos_id: int, pad_id: int, pooling: str = "last"
+):
     """Jitted (params, ref_params, rm_params, prompts, rng) -> (ppo batch, rollout stats)."""
     policy_cfg, critic_cfg = run.model, run.reward_model or run.model
     temperature = run.hparams.temperature
@@ -60,7 +62,9 @@ def make_rollout_fn(run: RunConfig, rollout: RolloutConfig, eos_id: int, pad_id:
         values_BxT = (
             token_values(critic_cfg, params["critic"], tokens_BxT, mask_BxT) * loss_mask_BxT
         )
-        score_B = sequence_reward(critic_cfg, rm_params, tokens_BxT, mask_BxT)
+        score_B = sequence_reward(
+            critic_cfg, rm_params, tokens_BxT, mask_BxT, loss_mask_BxT, pooling
+        )
         score_B = jnp.where(samples.finished, score_B, rollout.no_eos_penalty)
         rewards_BxT = ppo_rewards(
             score_B, logp_BxT, ref_logp_BxT, loss_mask_BxT, rollout.kl_coef, rollout.kl_estimator
@@ -93,6 +97,12 @@ def make_rollout_fn(run: RunConfig, rollout: RolloutConfig, eos_id: int, pad_id:
     return jax.jit(rollout_fn)
 
 
+def reward_pooling(reward_path: str) -> str:
+    """How the reward model at `reward_path` reads a sequence (its stage's reward.pooling)."""
+    _, meta = read_meta(reward_path)
+    return meta.get("config", {}).get("reward", {}).get("pooling", "last")
+
+
 def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     rollout = run.rollout
     if rollout is None:
@@ -108,7 +118,9 @@ def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     prompts = ArrayDataset(bundle.require("prompts", "ppo"), run.batch_size, run.seed)
     ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
     rm_params = load_params(reward_path, "reward", "scalar", critic_cfg, mesh)
-    rollout_fn = make_rollout_fn(run, rollout, bundle.eos_id, bundle.pad_id)
+    rollout_fn = make_rollout_fn(
+        run, rollout, bundle.eos_id, bundle.pad_id, reward_pooling(reward_path)
+    )
     take = jax.jit(
         lambda b, idx: jax.tree.map(lambda x: x[idx], b), out_shardings=batch_sharding(mesh)
     )

@@ -85,7 +85,12 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
 
     def finalize(state):  # reference responses = the SFT demonstrations
         params, offset = normalize_reward_model(
-            run.model, state.params["reward"], reference, run.batch_size, mesh
+            run.model,
+            state.params["reward"],
+            reference,
+            run.batch_size,
+            mesh,
+            run.hparams.pooling,
         )
         return _replace_params(state, "reward", params), {"reward_offset": offset}
 
@@ -129,11 +134,17 @@ def reference_logprobs(
 NORMALIZE_ROWS = 4096  # reference responses averaged for the reward-model offset
 
 
-def normalize_reward_model(cfg: ModelConfig, params, reference: dict, batch_size: int, mesh):
+def normalize_reward_model(
+    cfg: ModelConfig, params, reference: dict, batch_size: int, mesh, pooling: str = "last"
+):
     """The paper's normalisation: subtract the mean reward of reference responses (folded into
     the head bias), so typical scores sit near 0 and PPO's no-EOS penalty means a penalty."""
-    rows = {k: v[:NORMALIZE_ROWS] for k, v in reference.items() if k in ("tokens", "mask")}
-    fn = jax.jit(lambda p, b: {"r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"])})
+    rows = {k: reference[k][:NORMALIZE_ROWS] for k in ("tokens", "mask", "loss_mask")}
+    fn = jax.jit(
+        lambda p, b: {
+            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
+        }
+    )
     offset = float(np.mean(forward_dataset(fn, params, rows, batch_size, mesh)["r"]))
     head = params["scalar_head"]
     return {**params, "scalar_head": {**head, "bias": head["bias"] - offset}}, offset

@@ -1,0 +1,70 @@
+"""The paper's comparison in miniature: `rlft reproduce`, the project's main job.
+
+  rlft reproduce --config=configs/reproduce.py --workdir=runs/reproduce          # default
+  rlft reproduce --config=configs/reproduce.py:quick --workdir=runs/quick        # CI, ~3 min
+  rlft reproduce --config=configs/reproduce.py:full --workdir=runs/full          # hours
+
+default: the gap task (`keyed`) and its short control (`keyed_short`), every arm, 3 seeds,
+one label budget. quick: one task, one seed, every arm, small budgets. full: every task
+(incl. the hard-verifier `rouge` and the isomorphic `bandit` control), a label-budget sweep,
+5 seeds. See docs/tasks.md for the tasks and PAPER.md for the hypotheses.
+"""
+
+import ml_collections
+
+ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
+
+
+def get_config(arg: str | None = None):
+    variant = arg or "default"
+    if variant not in ("default", "quick", "full"):
+        raise ValueError(f"configs/reproduce.py: unknown variant {arg!r}; use quick, full or none")
+    c = ml_collections.ConfigDict()
+    c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS
+    c.task_knobs = {}  # task name -> {knob: value}, e.g. {"keyed": {"response_len": 9}}
+    c.seeds = (0, 1, 2)
+    c.label_budgets = (512,)  # preference pairs; budgets share a nested prefix of one pool
+    c.arms = ARMS
+    c.model = dict(preset="tiny", vocab_size=64)  # policy, reward model and critic
+    c.sft = dict(
+        num_examples=4096,  # task demonstrations
+        steps=300,  # 300 x 64 / 4096 = 4.7 epochs
+        batch_size=64,
+        learning_rate=1e-3,
+    )
+    c.labels = dict(
+        bt_scale=10.0,  # Bradley-Terry sharpness of the simulated labeller
+        temperature=1.0,  # SFT sampling temperature for the two responses of each pair
+        num_val_pairs=512,  # held-out pairs for RM / DPO accuracy
+    )
+    c.reward = dict(
+        pooling="last",  # reward-model class: last (the paper's head) | mean (pooled)
+        epochs=4.0,
+        batch_size=64,
+        learning_rate=5e-4,
+    )
+    c.dpo = dict(
+        beta=0.1,  # every arm's KL strength (PPO's kl_coef too): H2, identical beta/reference
+        epochs=4.0,  # passes over the pairs (offline: the label budget; online: one per prompt)
+        batch_size=64,
+        learning_rate=2e-4,
+        eval_points=3,  # frontier checkpoints per arm
+    )
+    c.online = dict(num_samples=8, temperature=1.0)  # K samples per prompt, best/worst by RM
+    c.ppo = dict(iterations=48, batch_size=64, learning_rate=1e-4, temperature=1.0, eval_points=3)
+    c.eval = dict(num_prompts=256, samples_per_prompt=4, best_of_n=(1, 2, 5, 10, 25))
+    if variant == "quick":
+        c.tasks = ("keyed",)
+        c.seeds = (0,)
+        c.label_budgets = (256,)
+        c.sft.update(num_examples=2048, steps=150)
+        c.labels.num_val_pairs = 256
+        c.dpo.update(epochs=2.0, eval_points=2)
+        c.ppo.update(iterations=12, eval_points=2)
+        c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 10))
+    elif variant == "full":
+        c.tasks = ("keyed", "keyed_short", "rouge", "bandit")
+        c.seeds = (0, 1, 2, 3, 4)
+        c.label_budgets = (128, 512, 2048)
+        c.eval.num_prompts = 512
+    return c

@@ -1,0 +1,1 @@
+"""The paper's experiments: the reproduce pipeline and its report."""

@@ -1,0 +1,139 @@
+"""What the pipeline does with trained models: sample, score, and evaluate against a verifier.
+
+Every function takes numpy arrays in rlft's batch layout and returns numpy, so the pipeline
+stays plain Python; the heavy lifting is the jitted sampler and jitted forward passes.
+"""
+
+import functools
+
+import jax
+import numpy as np
+
+from rlft.models import ModelConfig
+from rlft.objectives import dpo, reward
+from rlft.parallel import shard_batch
+from rlft.rollout.sampler import generate
+from rlft.tasks import Task, split_sequences
+from rlft.train.stages import forward_dataset
+
+FORWARD_BATCH = 256  # rows per forward-only pass
+
+
+def sample(
+    cfg: ModelConfig,
+    params,
+    prompts: dict,
+    task: Task,
+    rng,
+    mesh,
+    *,
+    num_samples: int,
+    temperature: float,
+) -> dict[str, np.ndarray]:
+    """K responses per prompt (prompt-major rows): tokens, mask, loss_mask, logp [N*K, P+R]."""
+    p = shard_batch(prompts, mesh)
+    out = generate(
+        cfg,
+        params,
+        p["prompt_tokens"],
+        p["prompt_mask"],
+        rng,
+        max_new_tokens=task.response_len,
+        num_samples=num_samples,
+        temperature=temperature,
+        eos_id=task.eos_id,
+        pad_id=task.pad_id,
+    )
+    out = jax.device_get(out)
+    return {"tokens": out.tokens, "mask": out.mask, "loss_mask": out.loss_mask, "logp": out.logp}
+
+
+@functools.lru_cache(maxsize=32)
+def _logprob_fn(cfg: ModelConfig, temperature: float):
+    return jax.jit(
+        lambda p, b: {
+            "logp": dpo.sequence_logprobs(
+                cfg, p, b["tokens"], b["mask"], b["loss_mask"], temperature
+            )
+        }
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def _reward_fn(cfg: ModelConfig, pooling: str):
+    return jax.jit(
+        lambda p, b: {
+            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
+        }
+    )
+
+
+def _seq(arrays: dict, prefix: str = "") -> dict:
+    return {k: arrays[prefix + k] for k in ("tokens", "mask", "loss_mask")}
+
+
+def sequence_logprobs(
+    cfg: ModelConfig, params, arrays: dict, mesh, prefix: str = "", temperature: float = 1.0
+) -> np.ndarray:
+    """Summed response log-probs [N] of `prefix`tokens/mask/loss_mask under `params`."""
+    return forward_dataset(
+        _logprob_fn(cfg, temperature), params, _seq(arrays, prefix), FORWARD_BATCH, mesh
+    )["logp"]
+
+
+def rm_scores(
+    cfg: ModelConfig, params, arrays: dict, mesh, prefix: str = "", pooling: str = "last"
+) -> np.ndarray:
+    """Global reward-model scores [N] of `prefix`tokens/mask/loss_mask."""
+    return forward_dataset(
+        _reward_fn(cfg, pooling), params, _seq(arrays, prefix), FORWARD_BATCH, mesh
+    )["r"]
+
+
+def gold_parts(task: Task, arrays: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """The task's verifier on sampled sequences: {'reward': [N], other parts ...}."""
+    return task.gold_reward_parts(
+        *split_sequences(arrays[prefix + "tokens"], arrays[prefix + "mask"], task.prompt_len)
+    )
+
+
+def win_rate(gold_a: np.ndarray, gold_b: np.ndarray) -> float:
+    """P(a beats b) on matched samples under the gold verifier, ties counting half."""
+    return float(np.mean((gold_a > gold_b) + 0.5 * (gold_a == gold_b)))
+
+
+def evaluate_policy(
+    cfg: ModelConfig,
+    params,
+    ref_params,
+    rm_params,
+    task: Task,
+    prompts: dict,
+    sft_gold: np.ndarray,
+    rng,
+    mesh,
+    samples_per_prompt: int,
+    rm_pooling: str = "last",
+) -> dict:
+    """Gold reward, win rate vs SFT, KL to the reference and RM score of a policy's samples.
+
+    Samples at temperature 1 (the policy itself). KL(pi || ref) is the Monte Carlo mean of
+    sum_t log pi - log ref over those samples. `sft_gold` holds the SFT policy's gold rewards
+    on the same prompts (same row layout), for the matched win rate.
+    """
+    s = sample(
+        cfg, params, prompts, task, rng, mesh, num_samples=samples_per_prompt, temperature=1.0
+    )
+    parts = gold_parts(task, s)
+    logp_pol = np.sum(s["logp"], axis=-1)
+    logp_ref = sequence_logprobs(cfg, ref_params, s, mesh)
+    out = {
+        "gold_reward": float(np.mean(parts["reward"])),
+        "win_rate_vs_sft": win_rate(parts["reward"], sft_gold),
+        "kl_to_ref": float(np.mean(logp_pol - logp_ref)),
+        "gold_parts": {k: float(np.mean(v)) for k, v in parts.items() if k != "reward"},
+        "rm_score": None,
+    }
+    if rm_params is not None:
+        out["rm_score"] = float(np.mean(rm_scores(cfg, rm_params, s, mesh, pooling=rm_pooling)))
+    return out

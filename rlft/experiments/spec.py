@@ -1,0 +1,128 @@
+"""The reproduce config as typed, strictly checked sections (see configs/reproduce.py)."""
+
+import dataclasses
+from typing import Any
+
+from rlft.config import ConfigError, _as_dict, _model, to_dataclass
+from rlft.models import ModelConfig
+from rlft.tasks import TASKS
+
+ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class SftSpec:
+    num_examples: int = 4096  # demonstrations from the task's noisy "human"
+    steps: int = 400
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    bt_scale: float = 10.0  # P(a > b) = sigmoid(bt_scale * (gold_a - gold_b))
+    temperature: float = 1.0  # SFT sampling temperature for the two responses of a pair
+    num_val_pairs: int = 512  # held-out pairs for the RM / DPO accuracy diagnostics
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardSpec:
+    pooling: str = "last"  # the reward-model class: last (paper) | mean (pooled over response)
+    epochs: float = 4.0  # passes over the label budget
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class DpoSpec:
+    beta: float = 0.1  # shared by every arm (H2: identical beta and reference)
+    epochs: float = 4.0  # passes over the (offline or online) pairs
+    batch_size: int = 64
+    learning_rate: float = 2e-4
+    eval_points: int = 3  # checkpoints along training evaluated for the reward-KL frontier
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineSpec:
+    num_samples: int = 8  # K responses per preference prompt; best and worst become a pair
+    temperature: float = 1.0  # sampling temperature; DPO log-probs use logits / temperature
+
+
+@dataclasses.dataclass(frozen=True)
+class PpoSpec:
+    iterations: int = 60  # rollout iterations (each: batch_size prompts, 4 epochs x 2 minibatches)
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    temperature: float = 1.0
+    eval_points: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    num_prompts: int = 256  # held-out prompts
+    samples_per_prompt: int = 4  # policy samples per prompt (temperature 1: the policy itself)
+    best_of_n: tuple = (1, 2, 5, 10, 25)  # N for the Best-of-N curves (SFT samples, reranked)
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceSpec:
+    tasks: tuple[str, ...]
+    task_knobs: dict[str, dict[str, Any]]
+    seeds: tuple[int, ...]
+    label_budgets: tuple[int, ...]
+    arms: tuple[str, ...]
+    model: ModelConfig
+    sft: SftSpec
+    labels: LabelSpec
+    reward: RewardSpec
+    dpo: DpoSpec
+    online: OnlineSpec
+    ppo: PpoSpec
+    eval: EvalSpec
+    raw: dict = dataclasses.field(default_factory=dict, compare=False)
+
+
+SECTIONS = {
+    "sft": SftSpec,
+    "labels": LabelSpec,
+    "reward": RewardSpec,
+    "dpo": DpoSpec,
+    "online": OnlineSpec,
+    "ppo": PpoSpec,
+    "eval": EvalSpec,
+}
+TOP = ("tasks", "task_knobs", "seeds", "label_budgets", "arms", "model", *SECTIONS)
+
+
+def parse_reproduce(config: Any) -> ReproduceSpec:
+    raw = _as_dict(config, "")
+    unknown, missing = sorted(set(raw) - set(TOP)), sorted(set(TOP) - set(raw))
+    if unknown or missing:
+        raise ConfigError(
+            f"reproduce config: unknown keys {unknown}, missing keys {missing}; "
+            f"see configs/reproduce.py"
+        )
+    for name in raw["tasks"]:
+        if name not in TASKS:
+            raise ConfigError(f"config.tasks: unknown task {name!r}; choose from {sorted(TASKS)}")
+    for arm in raw["arms"]:
+        if arm not in ARMS:
+            raise ConfigError(f"config.arms: unknown arm {arm!r}; choose from {list(ARMS)}")
+    knobs = {k: dict(v) for k, v in _as_dict(raw["task_knobs"], "task_knobs").items()}
+    stray = sorted(set(knobs) - set(raw["tasks"]))
+    if stray:
+        raise ConfigError(f"config.task_knobs has entries {stray} for tasks not in config.tasks")
+    sections = {k: to_dataclass(cls, raw[k], k) for k, cls in SECTIONS.items()}
+    sections["eval"] = dataclasses.replace(
+        sections["eval"], best_of_n=tuple(sections["eval"].best_of_n)
+    )
+    return ReproduceSpec(
+        tasks=tuple(raw["tasks"]),
+        task_knobs=knobs,
+        seeds=tuple(raw["seeds"]),
+        label_budgets=tuple(raw["label_budgets"]),
+        arms=tuple(raw["arms"]),
+        model=_model(raw["model"], "model"),
+        raw=raw,
+        **sections,
+    )
