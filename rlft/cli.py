@@ -16,28 +16,39 @@ commands:
 """
 
 
-def _train(argv: list[str]) -> int:
+def _config_flags(command: str, argv: list[str]):
+    """Parse --config=FILE[:variant] (+ --config.x=y overrides), --workdir, --progress.
+
+    Returns the flag values, or an exit code (2) after printing the problem.
+    """
     from absl import flags  # noqa: PLC0415
     from ml_collections import config_flags  # noqa: PLC0415
 
     fv = flags.FlagValues()
-    full_argv = ["rlft train", *argv]  # overrides are read from this, not from sys.argv
+    full_argv = [f"rlft {command}", *argv]  # overrides are read from this, not from sys.argv
     config_flags.DEFINE_config_file(
-        "config", None, "Stage config file[:variant].", flag_values=fv, sys_argv=full_argv
+        "config", None, "Config file[:variant].", flag_values=fv, sys_argv=full_argv
     )
-    flags.DEFINE_string("workdir", None, "Run directory (checkpoints, metrics).", flag_values=fv)
+    flags.DEFINE_string("workdir", None, "Run directory (resumable).", flag_values=fv)
     flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
     try:
         fv(full_argv)
     except (flags.Error, KeyError, AttributeError, ValueError) as e:
-        print(f"rlft train: {e}", file=sys.stderr)
+        print(f"rlft {command}: {e}", file=sys.stderr)
         return 2
     if fv.config is None or not fv.workdir:
         print(
-            "rlft train: --config=FILE[:variant] and --workdir=DIR are required\n" + USAGE,
+            f"rlft {command}: --config=FILE[:variant] and --workdir=DIR are required\n{USAGE}",
             file=sys.stderr,
         )
         return 2
+    return fv
+
+
+def _train(argv: list[str]) -> int:
+    fv = _config_flags("train", argv)
+    if isinstance(fv, int):
+        return fv
     from rlft.config import ConfigError  # noqa: PLC0415
     from rlft.train.checkpoint import CheckpointError  # noqa: PLC0415
     from rlft.train.loop import NonFiniteLossError, train  # noqa: PLC0415
@@ -61,28 +72,9 @@ def _train(argv: list[str]) -> int:
 
 
 def _reproduce(argv: list[str]) -> int:
-    from absl import flags  # noqa: PLC0415
-    from ml_collections import config_flags  # noqa: PLC0415
-
-    fv = flags.FlagValues()
-    full_argv = ["rlft reproduce", *argv]
-    config_flags.DEFINE_config_file(
-        "config", None, "configs/reproduce.py[:variant].", flag_values=fv, sys_argv=full_argv
-    )
-    flags.DEFINE_string("workdir", None, "Output directory (resumable).", flag_values=fv)
-    flags.DEFINE_bool("progress", True, "Show a progress bar.", flag_values=fv)
-    try:
-        fv(full_argv)
-    except (flags.Error, KeyError, AttributeError, ValueError) as e:
-        print(f"rlft reproduce: {e}", file=sys.stderr)
-        return 2
-    if fv.config is None or not fv.workdir:
-        print(
-            "rlft reproduce: --config=configs/reproduce.py[:variant] and --workdir=DIR are "
-            "required",
-            file=sys.stderr,
-        )
-        return 2
+    fv = _config_flags("reproduce", argv)
+    if isinstance(fv, int):
+        return fv
     from rlft.config import ConfigError  # noqa: PLC0415
     from rlft.experiments.reproduce import run_reproduce  # noqa: PLC0415
 
