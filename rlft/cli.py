@@ -50,8 +50,11 @@ def _train(argv: list[str]) -> int:
     if isinstance(fv, int):
         return fv
     from rlft.config import ConfigError  # noqa: PLC0415
+    from rlft.parallel.distributed import maybe_initialize_distributed  # noqa: PLC0415
     from rlft.train.checkpoint import CheckpointError  # noqa: PLC0415
     from rlft.train.loop import NonFiniteLossError, train  # noqa: PLC0415
+
+    maybe_initialize_distributed()  # multi-host TPU/GPU: before anything touches devices
 
     try:
         last = train(fv.config, fv.workdir, progress=fv.progress)
@@ -77,6 +80,9 @@ def _reproduce(argv: list[str]) -> int:
         return fv
     from rlft.config import ConfigError  # noqa: PLC0415
     from rlft.experiments.reproduce import run_reproduce  # noqa: PLC0415
+    from rlft.parallel.distributed import maybe_initialize_distributed  # noqa: PLC0415
+
+    maybe_initialize_distributed()
 
     try:
         run_reproduce(fv.config, fv.workdir, progress=fv.progress)

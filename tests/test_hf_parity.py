@@ -367,6 +367,6 @@ def test_convert_cli_round_trip(tmp_path, capsys):
     assert convert.main(["--from-hf", hf_dir, "--out", rl_dir]) == 1
     assert "exists and is not empty" in capsys.readouterr().err
     assert convert.main(["--to-hf", hf_dir, "--out", str(tmp_path / "x")]) == 1
-    assert "not an rlft params directory" in capsys.readouterr().err
+    assert "neither an rlft params directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse usage error
         convert.main(["--from-hf", hf_dir, "--out", str(tmp_path / "y"), "--dtype", "float16"])

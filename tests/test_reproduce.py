@@ -1,6 +1,8 @@
-"""`rlft reproduce` end to end on a micro config: every arm, results schema, resume."""
+"""`rlft reproduce` end to end on micro configs: every arm, results schema, resume, and the
+hypothesis extras (more-prompts arm, narrow/wide pair sources, curves, policy distances)."""
 
 import json
+import math
 import os
 
 import flax.linen as nn
@@ -9,9 +11,10 @@ import numpy as np
 import pytest
 
 from rlft.config import REPO_CONFIGS, load_config
-from rlft.experiments import arms
+from rlft.experiments import arms, diagnostics, policy_ops
 from rlft.experiments.reproduce import run_reproduce
 from rlft.experiments.spec import ARMS, parse_reproduce
+from rlft.experiments.verdicts import NOT_RUN
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
 from rlft.tasks import make_prompt_arrays, make_task
@@ -54,8 +57,10 @@ def test_results_schema_and_every_arm(micro_run):
         assert s["n_seeds"] == 1 and isinstance(s["gold_reward_ci95"], list)
     diag = results["diagnostics"]
     assert diag
-    for d in diag:
+    for d in (p for row in diag for p in row["per_seed"]):
         assert 0.0 <= d["rm_heldout_accuracy"] <= 1.0 and 0.0 <= d["dpo_heldout_accuracy"] <= 1.0
+    assert results["curves"] == []  # one budget: no learning curve
+    assert all("policy_distance" not in r for r in results["runs"])  # keyed: 6 response tokens
     assert os.path.exists(os.path.join(workdir, "report.md"))
 
 
@@ -107,3 +112,109 @@ def test_reproduce_config_rejects_unknown_arm_and_task():
     c.tasks = ("kyed",)
     with pytest.raises(ValueError, match="kyed"):
         parse_reproduce(c)
+
+
+def _micro_hypotheses():
+    """The bandit with two budgets, both pair sources and the extra arm (H3, H4, curves)."""
+    c = _micro()
+    c.tasks = ("bandit",)
+    c.label_budgets = (32, 64)
+    c.labels.sources = ("sft", "wide")
+    c.arms = ("sft", "offline_dpo", "online_dpo", "online_dpo_more_prompts")
+    return c
+
+
+@pytest.fixture(scope="module")
+def hypotheses_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("reproduce_hypotheses"))
+    return run_reproduce(_micro_hypotheses(), workdir, progress=False)
+
+
+def test_sources_become_tasks_and_curves_fill(hypotheses_run):
+    results = hypotheses_run
+    keys = {"bandit_narrow", "bandit_wide"}
+    assert set(results["tasks"]) == keys
+    assert {r["task"] for r in results["runs"]} == keys
+    assert {(c["task"], c["n_pairs"]) for c in results["curves"]} == {
+        (k, n) for k in keys for n in (32, 64)
+    }
+    ids = {r["id"]: r for r in results["hypotheses"]}
+    h4 = [r for r in results["hypotheses"] if r["id"] == "H4"]
+    assert {r["task"] for r in h4} == keys and all(r["verdict"] != NOT_RUN for r in h4)
+    # The narrow copy stands in for the plain task in the role-based hypotheses.
+    assert ids["control"]["task"] == "bandit_narrow" and ids["control"]["verdict"] != NOT_RUN
+    assert "first-token TV" in ids["control"]["note"]
+    h3 = [r for r in results["hypotheses"] if r["id"] == "H3"]
+    assert len(h3) == 4 and all("online_dpo_more_prompts" in r["quantity"] for r in h3)
+    # Same prompts, different pair sources: the RMs saw different labels.
+    narrow, wide = (
+        {(r["label_budget"], r["arm"]): r for r in results["runs"] if r["task"] == k}
+        for k in ("bandit_narrow", "bandit_wide")
+    )
+    assert narrow[64, "offline_dpo"]["gold_reward"] != wide[64, "offline_dpo"]["gold_reward"]
+    assert narrow[64, "sft"]["gold_reward"] == wide[64, "sft"]["gold_reward"]  # one SFT
+
+
+def test_more_prompts_arm_has_factor_times_the_pairs(hypotheses_run):
+    factor, devices = _micro_hypotheses().online.more_prompts_factor, jax.device_count()
+    runs = {(r["task"], r["label_budget"], r["arm"]): r for r in hypotheses_run["runs"]}
+    for task in ("bandit_narrow", "bandit_wide"):
+        for n in (32, 64):
+            more, base = runs[task, n, "online_dpo_more_prompts"], runs[task, n, "online_dpo"]
+            assert factor * n <= more["num_prompts"] < factor * n + devices
+            assert more["num_pairs"] <= more["num_prompts"] and base["num_pairs"] <= n
+            # Degenerate prompts (all K samples score the same) are dropped on both sides.
+            assert math.isclose(more["num_pairs"] / base["num_pairs"], factor, rel_tol=0.15)
+
+
+def test_policy_distance_on_one_token_tasks(hypotheses_run):
+    for r in hypotheses_run["runs"]:
+        d = r["policy_distance"]
+        assert set(d) == {"tv_to_offline_dpo", "tv_to_soft_optimal", "choice_mass"}
+        assert all(0.0 <= v <= 1.0 + 1e-9 for v in d.values())
+        if r["arm"] == "offline_dpo":
+            assert d["tv_to_offline_dpo"] == 0.0
+        else:
+            assert d["tv_to_offline_dpo"] > 0.0
+
+
+def test_first_token_probs_match_sampler_logprobs():
+    """The distance's distribution is the sampler's: same position under left padding."""
+    task = make_task("keyed_short")  # prompts of several lengths: left padding matters
+    cfg = model_config("tiny", vocab_size=64)
+    params = nn.unbox(init_params("lm", cfg, jax.random.PRNGKey(1)))
+    mesh = make_mesh(1, 1, jax.devices()[:1])
+    prompts = make_prompt_arrays(task, 16, np.random.default_rng(0))
+    assert len(set(prompts["prompt_mask"].sum(-1))) > 1
+    probs_NxV = diagnostics.first_token_probs(cfg, params, prompts, mesh)
+    np.testing.assert_allclose(probs_NxV.sum(-1), 1.0, atol=1e-5)
+    s = policy_ops.sample(
+        cfg, params, prompts, task, jax.random.PRNGKey(2), mesh, num_samples=3, temperature=1.0
+    )
+    first = task.prompt_len  # the first response column
+    rows = np.repeat(np.arange(16), 3)
+    np.testing.assert_allclose(
+        np.log(probs_NxV[rows, s["tokens"][:, first]]), s["logp"][:, first], atol=1e-4
+    )
+
+
+def test_wide_pairs_mix_sources_and_keep_the_layout():
+    task = make_task("bandit")
+    cfg = model_config("tiny", vocab_size=64)
+    params = nn.unbox(init_params("lm", cfg, jax.random.PRNGKey(0)))
+    mesh = make_mesh(1, 1, jax.devices()[:1])
+    prompts = make_prompt_arrays(task, 64, np.random.default_rng(0))
+    args = (task, cfg, params, prompts, np.random.default_rng(1), mesh, 10.0)
+    wide = arms.wide_labelled_pairs(*args)
+    narrow = arms.labelled_pairs(*args, 1.0)
+    assert set(narrow) <= set(wide) and wide["chosen_tokens"].shape == (64, 3)
+    sources = np.concatenate([wide["chosen_source"], wide["rejected_source"]])
+    assert set(sources) == {0, 1, 2}
+    demo = arms.WIDE_SOURCES.index("demonstrator")
+    for side in ("chosen", "rejected"):
+        rows = wide[f"{side}_source"] == demo
+        # Demonstrations: one choice token then EOS, scored by the verifier like samples.
+        assert (wide[f"{side}_tokens"][rows, 1] >= task.first_choice).all()
+        assert (wide[f"{side}_tokens"][rows, 2] == task.eos_id).all()
+        gold = policy_ops.gold_parts(task, wide, f"{side}_")["reward"]
+        np.testing.assert_allclose(gold, wide[f"{side}_gold"])

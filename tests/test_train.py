@@ -188,3 +188,10 @@ def test_metrics_jsonl_and_tensorboard_written(tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert {"loss", "grad_norm", "param_norm", "learning_rate"} <= set(rows[0])
     assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+
+
+def test_object_store_workdirs_keep_their_url():
+    from rlft.train.checkpoint import checkpoint_dir
+
+    assert checkpoint_dir("gs://bucket/run/") == "gs://bucket/run/checkpoints"
+    assert checkpoint_dir("runs/x").endswith(os.path.join("runs", "x", "checkpoints"))

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from rlft.data.arrays import pack_sequences
 from rlft.data.bundle import DataBundle
 from rlft.defaults import base_config
 from rlft.experiments import policy_ops
@@ -101,6 +102,55 @@ def labelled_pairs(
         num_samples=2,
         temperature=temperature,
     )
+    return _label(task, s, rng, bt_scale)
+
+
+WIDE_SOURCES = ("sft_t1", "sft_t2", "demonstrator")  # the policies a "wide" response comes from
+
+
+def wide_labelled_pairs(
+    task: Task, sft_cfg: ModelConfig, sft_params, prompts: dict, rng, mesh, bt_scale: float
+) -> dict[str, np.ndarray]:
+    """Pairs whose two responses each come from a source drawn at random per response.
+
+    The sources (WIDE_SOURCES) are the SFT policy at temperature 1 and 2 and the task's
+    demonstrator, so the pairs cover more than the SFT policy's own samples (H4's wide data).
+    `chosen_source` / `rejected_source` hold each response's index into WIDE_SOURCES.
+    """
+    n = len(prompts["prompt_tokens"])
+    pools = [
+        policy_ops.sample(
+            sft_cfg, sft_params, prompts, task, rng_key(rng), mesh, num_samples=2, temperature=t
+        )
+        for t in (1.0, 2.0)
+    ]
+    prompt_lists = [
+        [int(t) for t in row[m]]
+        for row, m in zip(prompts["prompt_tokens"], prompts["prompt_mask"], strict=True)
+    ]
+    demos = [task.demonstrate(prompt_lists, rng) for _ in range(2)]
+    # Prompt-major rows like the sampler's: row 2i + j is response j of prompt i.
+    demo_rows = [r for pair in zip(*demos, strict=True) for r in pair]
+    pools.append(
+        pack_sequences(
+            [p for p in prompt_lists for _ in range(2)],
+            demo_rows,
+            task.prompt_len,
+            task.response_len,
+            task.pad_id,
+        )
+    )
+    source_2N = rng.integers(len(pools), size=2 * n)
+    rows = np.arange(2 * n)
+    s = {
+        k: np.stack([np.asarray(pool[k]) for pool in pools])[source_2N, rows]
+        for k in ("tokens", "mask", "loss_mask")
+    }
+    return _label(task, s, rng, bt_scale, {"source": source_2N})
+
+
+def _label(task: Task, s: dict, rng, bt_scale: float, extras=None) -> dict[str, np.ndarray]:
+    """Bradley-Terry labels on prompt-major sample pairs (rows 2i, 2i+1), packed as pairs."""
     gold = policy_ops.gold_parts(task, s)["reward"]
     a_wins = bradley_terry_labels(gold[0::2], gold[1::2], bt_scale, rng)
     # A label is a strict order: score the preferred sample 1 and the other 0.
@@ -111,7 +161,7 @@ def labelled_pairs(
         s["loss_mask"],
         scores,
         2,
-        extras={"gold": gold},
+        extras={"gold": gold, **(extras or {})},
         drop_degenerate=False,
     )
 

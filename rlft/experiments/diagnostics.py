@@ -1,14 +1,26 @@
 """Measuring the gap before comparing arms: global vs local reward models, Best-of-N headroom.
 
-Held-out pairs are two SFT samples per prompt with a Bradley-Terry label. Accuracy is against
-the gold ordering (pairs with equal gold reward are left out); log-likelihood is the mean
-log sigmoid(margin) of the drawn labels, the quantity each reward model was fitted to. The
-local reward is DPO's implicit r = beta * (log pi_dpo - log pi_sft).
+Held-out pairs are two responses per prompt from the budget's pair source (two SFT samples by
+default) with a Bradley-Terry label. Accuracy is against the gold ordering (pairs with equal
+gold reward are left out); log-likelihood is the mean log sigmoid(margin) of the drawn labels,
+the quantity each reward model was fitted to. The local reward is DPO's implicit
+r = beta * (log pi_dpo - log pi_sft).
+
+On tasks whose response is one content token (then EOS) the first-token distribution
+pi(y_1 | x) is the whole policy, so arms can be compared as distributions, exactly:
+`policy_distances` gives each arm's mean total-variation distance to offline DPO and, on the
+bandit, to the soft-optimal policy (the isomorphic control's common target).
 """
 
+import functools
+
+import jax
 import numpy as np
 
 from rlft.experiments import arms, policy_ops
+from rlft.models import ModelConfig, lm_logits
+from rlft.tasks import BanditTask
+from rlft.train.stages import forward_dataset
 
 
 def _log_sigmoid(x):
@@ -41,7 +53,7 @@ def measure(b) -> dict:
     ts = b.ts
     cfg, mesh, beta = ts.spec.model, ts.mesh, ts.spec.dpo.beta
     dpo_params = arms.load_policy(b.dpo_dir(), cfg, mesh)
-    val = {k: v[b.val_rows] for k, v in ts.pairs.items()}
+    val = {k: v[b.val_rows] for k, v in b.pairs.items()}
 
     def local(arrays, prefix=""):
         return beta * (
@@ -77,3 +89,74 @@ def measure(b) -> dict:
         "label_agreement_with_gold": float(np.mean(gold_c >= gold_r)),
         "best_of_n": curves,
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _first_token_fn(cfg: ModelConfig):
+    def fn(params, batch):
+        logits_BxPxV = lm_logits(cfg, params, batch["prompt_tokens"], batch["prompt_mask"])
+        # Prompts are left-padded, so the last position is the last prompt token everywhere.
+        return {"probs": jax.nn.softmax(logits_BxPxV[:, -1].astype(np.float32), axis=-1)}
+
+    return jax.jit(fn)
+
+
+def first_token_probs(cfg: ModelConfig, params, prompts: dict, mesh) -> np.ndarray:
+    """pi(y_1 | x) [N, V] at temperature 1: the next-token softmax after each prompt."""
+    return forward_dataset(_first_token_fn(cfg), params, prompts, policy_ops.FORWARD_BATCH, mesh)[
+        "probs"
+    ]
+
+
+def total_variation(p_NxV: np.ndarray, q_NxV: np.ndarray) -> np.ndarray:
+    """TV(p, q) = 1/2 sum_y |p(y) - q(y)| per row [N], in float64."""
+    diff_NxV = np.asarray(p_NxV, np.float64) - np.asarray(q_NxV, np.float64)
+    return 0.5 * np.sum(np.abs(diff_NxV), axis=-1)
+
+
+def _choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the policy restricted to the bandit's choice tokens and renormalised [N, M], mass [N])."""
+    ids = task.first_choice + np.arange(task.cfg.num_choices)
+    p_NxM = np.asarray(probs_NxV[:, ids], np.float64)
+    mass_N = p_NxM.sum(-1)
+    return p_NxM / mass_N[:, None], mass_N
+
+
+def policy_distances(b, arm_names) -> dict[str, dict]:
+    """{arm: mean TV of its first-token distribution to offline DPO's (and the soft optimum)}.
+
+    Over the eval prompts, one forward pass per policy (a `reproduce.Budget` whose arms are
+    trained). On the bandit, `tv_to_soft_optimal` compares the arm restricted to the choice
+    tokens and renormalised with optimal_policy(beta) for the SFT reference restricted the
+    same way: pi*(y | x) ~ pi_sft(y | x) exp(r(x, y) / beta), the optimum of the KL-regularised
+    objective every arm shares (the reward ignores later tokens, so the first token is all).
+    `choice_mass` is the probability the arm puts on choice tokens at all.
+    """
+    ts = b.ts
+    cfg, mesh, beta, prompts = ts.spec.model, ts.mesh, ts.spec.dpo.beta, ts.eval_prompts
+
+    def probs(arm, at=prompts):
+        params = ts.sft_params if arm == "sft" else arms.load_policy(b.arm_dir(arm), cfg, mesh)
+        return first_token_probs(cfg, params, at, mesh)
+
+    b.dpo_dir()  # offline DPO is the reference point whether or not it is among the arms
+    offline = probs("offline_dpo")
+    target = None
+    if isinstance(ts.task, BanditTask):
+        task, c = ts.task, ts.task.cfg.num_contexts
+        contexts = {
+            "prompt_tokens": (task.first_context + np.arange(c, dtype=np.int32))[:, None],
+            "prompt_mask": np.ones((c, 1), bool),
+        }
+        optimal_CxM = task.optimal_policy(beta, _choices(task, probs("sft", contexts))[0])
+        target = optimal_CxM[prompts["prompt_tokens"][:, -1] - task.first_context]
+    out = {}
+    for arm in arm_names:
+        p = probs(arm)
+        row = {"tv_to_offline_dpo": float(np.mean(total_variation(p, offline)))}
+        if target is not None:
+            choice_NxM, mass_N = _choices(ts.task, p)
+            row["tv_to_soft_optimal"] = float(np.mean(total_variation(choice_NxM, target)))
+            row["choice_mass"] = float(np.mean(mass_N))
+        out[arm] = row
+    return out

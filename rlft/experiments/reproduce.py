@@ -7,9 +7,16 @@ those pairs): the global reward model (normalised), then the arms — offline DP
 the RM, an oracle online DPO scored by the gold verifier — all with the same beta and the SFT
 reference. Each arm is evaluated with the verifier on held-out prompts along its training
 (reward-KL frontier). Every unit writes its record to disk, so a rerun resumes where it stopped.
+
+Hypothesis extras. The optional arm online_dpo_more_prompts is online DPO on the budget's
+prompts plus unlabelled ones, online.more_prompts_factor x as many pairs (H3). With
+labels.sources = ("sft", "wide") every budget runs once per pair source, recorded as tasks
+`{task}_narrow` and `{task}_wide` (H4; SFT and prompts shared). Several budgets fill the
+learning curves; one-content-token tasks get each arm's first-token distance to offline DPO.
 """
 
 import json
+import math
 import os
 import time
 import zlib
@@ -20,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rlft.data.bundle import DataBundle
 from rlft.experiments import arms, diagnostics, policy_ops
-from rlft.experiments.spec import ReproduceSpec, parse_reproduce
+from rlft.experiments.spec import ReproduceSpec, parse_reproduce, task_key
 from rlft.parallel import make_mesh
 from rlft.tasks import Task, make_prompt_arrays, make_sft_arrays, make_task
 from rlft.train.checkpoint import load_params
@@ -44,7 +51,7 @@ class TaskSeed:
     """Everything shared by the budgets of one (task, seed): data, SFT, eval samples."""
 
     def __init__(self, spec: ReproduceSpec, name: str, seed: int, root: str, mesh):
-        self.spec, self.name, self.seed, self.mesh = spec, name, seed, mesh
+        self.spec, self.name, self.seed, self.mesh, self.root = spec, name, seed, mesh, root
         self.task: Task = make_task(name, **spec.task_knobs.get(name, {}))
         self.dir = os.path.join(root, name, f"seed{seed}")
         self.rng = np.random.default_rng([zlib.crc32(name.encode()), seed])
@@ -92,15 +99,27 @@ class TaskSeed:
         )
         m = self.spec.eval.samples_per_prompt
         self.sft_gold_matched = self.sft_gold_NxK[:, :m].reshape(-1)
-        self.pairs = arms.labelled_pairs(
-            self.task,
-            self.spec.model,
-            self.sft_params,
-            self.pref_prompts,
-            self.rng,
-            self.mesh,
-            self.spec.labels.bt_scale,
-            self.spec.labels.temperature,
+        self.pairs = {source: self.label(source) for source in self.spec.labels.sources}
+
+    def label(self, source: str) -> dict:
+        """Labelled pairs on the preference prompts, both responses drawn from `source`."""
+        labels, cfg = self.spec.labels, self.spec.model
+        if source == "sft":  # self.rng, right after the eval samples: the original draw order
+            return arms.labelled_pairs(
+                self.task,
+                cfg,
+                self.sft_params,
+                self.pref_prompts,
+                self.rng,
+                self.mesh,
+                labels.bt_scale,
+                labels.temperature,
+            )
+        rng = np.random.default_rng(
+            [zlib.crc32(self.name.encode()), self.seed, zlib.crc32(source.encode())]
+        )
+        return arms.wide_labelled_pairs(
+            self.task, cfg, self.sft_params, self.pref_prompts, rng, self.mesh, labels.bt_scale
         )
 
     def evaluate(self, workdir: str, rm_params) -> dict:
@@ -121,16 +140,15 @@ class TaskSeed:
 
 
 class Budget:
-    """One label budget of one (task, seed): the reward model, then the arms."""
+    """One label budget and pair source of one (task, seed): the reward model, then the arms."""
 
-    def __init__(self, ts: TaskSeed, n: int):
-        self.ts, self.n = ts, n
-        self.dir = os.path.join(ts.dir, f"n{n}")
+    def __init__(self, ts: TaskSeed, n: int, source: str = "sft"):
+        self.ts, self.n, self.pairs = ts, n, ts.pairs[source]
+        self.key = task_key(ts.name, source, ts.spec.labels.sources)  # the records' task name
+        self.dir = os.path.join(ts.root, self.key, f"seed{ts.seed}", f"n{n}")
         self.train_rows = np.arange(n)
-        self.val_rows = np.arange(
-            len(ts.pairs["chosen_tokens"]) - ts.spec.labels.num_val_pairs,
-            len(ts.pairs["chosen_tokens"]),
-        )
+        num_pairs = len(self.pairs["chosen_tokens"])
+        self.val_rows = np.arange(num_pairs - ts.spec.labels.num_val_pairs, num_pairs)
         self.prompts = {k: v[:n] for k, v in ts.pref_prompts.items()}
 
     def train_reward_model(self):
@@ -139,7 +157,7 @@ class Budget:
             ts.task.eos_id,
             ts.task.pad_id,
             ts.task.vocab_size,
-            pairs=arms.take_pairs(ts.pairs, self.train_rows),
+            pairs=arms.take_pairs(self.pairs, self.train_rows),
             reference=ts.sft_arrays,
         )
         self.rm_dir = os.path.join(self.dir, "reward")
@@ -185,7 +203,8 @@ class Budget:
         )
         return {**last, "frontier": frontier, "num_pairs": len(pairs["chosen_tokens"])}
 
-    def online_pairs(self, arm: str, init_dir: str, scorer) -> dict:
+    def online_pairs(self, arm: str, init_dir: str, scorer, prompts: dict | None = None) -> dict:
+        """Best/worst of K samples from the policy at init_dir (on the budget's prompts)."""
         ts, o = self.ts, self.ts.spec.online
         params = arms.load_policy(init_dir, ts.spec.model, ts.mesh)
         # A generator per unit, so a resumed pipeline draws exactly what a fresh one would.
@@ -196,13 +215,31 @@ class Budget:
             ts.task,
             ts.spec.model,
             params,
-            self.prompts,
+            self.prompts if prompts is None else prompts,
             scorer,
             rng,
             ts.mesh,
             num_samples=o.num_samples,
             temperature=o.temperature,
         )
+
+    def more_prompts(self) -> dict:
+        """The budget's prompts plus unlabelled task prompts, more_prompts_factor x in all (H3).
+
+        The total is rounded up to a multiple of the mesh size (the sampler shards prompts).
+        """
+        ts, size = self.ts, self.ts.mesh.size
+        total = math.ceil(round(ts.spec.online.more_prompts_factor * self.n, 6) / size) * size
+        # Its own generator per unit, like online_pairs: a resumed run draws the same prompts.
+        rng = np.random.default_rng(
+            [zlib.crc32(ts.name.encode()), ts.seed, self.n, zlib.crc32(b"more_prompts")]
+        )
+        extra = make_prompt_arrays(ts.task, total - self.n, rng)
+        return {k: np.concatenate([v, extra[k]]) for k, v in self.prompts.items()}
+
+    def arm_dir(self, arm: str) -> str:
+        """Where the arm's final policy is checkpointed."""
+        return self.ts.sft_dir if arm == "sft" else os.path.join(self.dir, arm)
 
     def dpo_dir(self) -> str:
         """The offline-DPO policy (trained on demand: online-from-DPO and diagnostics need it)."""
@@ -231,7 +268,7 @@ class Budget:
 
     def run_arm(self, arm: str) -> dict:
         ts = self.ts
-        offline_pairs = arms.take_pairs(ts.pairs, self.train_rows)
+        offline_pairs = arms.take_pairs(self.pairs, self.train_rows)
         temp = ts.spec.online.temperature
         if arm == "sft":
             return {**ts.evaluate(ts.sft_dir, self.rm_params), "frontier": []}
@@ -241,6 +278,11 @@ class Budget:
             return self.dpo_arm(
                 arm, self.online_pairs(arm, ts.sft_dir, self.rm_scorer), ts.sft_dir, temp
             )
+        if arm == "online_dpo_more_prompts":
+            prompts = self.more_prompts()
+            pairs = self.online_pairs(arm, ts.sft_dir, self.rm_scorer, prompts)
+            num_prompts = len(prompts["prompt_tokens"])
+            return {**self.dpo_arm(arm, pairs, ts.sft_dir, temp), "num_prompts": num_prompts}
         if arm == "oracle_online_dpo":
             return self.dpo_arm(
                 arm, self.online_pairs(arm, ts.sft_dir, self.gold_scorer), ts.sft_dir, temp
@@ -286,14 +328,47 @@ class Budget:
         return {**last, "frontier": frontier}
 
 
+def run_budget(b: Budget, arm_names: tuple[str, ...], bar) -> tuple[list[dict], dict]:
+    """The reward model, every arm and the diagnostics of one budget: (run records, diagnostics)."""
+    where = f"{b.key} seed {b.ts.seed} N={b.n}"
+    keys = {"task": b.key, "label_budget": b.n, "seed": b.ts.seed}
+    bar.set_description(f"{where}: reward model")
+    b.train_reward_model()
+    bar.update(1)
+    runs = []
+    for arm in arm_names:
+        bar.set_description(f"{where}: {arm}")
+        runs.append({**keys, "arm": arm, **b.record(arm)})
+        bar.update(1)
+    diag = _cached(os.path.join(b.dir, "diagnostics.json"), lambda: diagnostics.measure(b))
+    if b.ts.task.response_len <= 2:  # one content token: the first token is the whole policy
+        distances = diagnostics.policy_distances(b, arm_names)
+        for run in runs:
+            run["policy_distance"] = distances[run["arm"]]
+    return runs, {**keys, **diag}
+
+
+def learning_curves(diags: list[dict]) -> list[dict]:
+    """RM and DPO held-out accuracy per (task, seed, budget), when several budgets ran."""
+    if len({d["label_budget"] for d in diags}) < 2:
+        return []  # a single budget is no curve
+    fields = ("rm_heldout_accuracy", "dpo_heldout_accuracy")
+    return [
+        {"task": d["task"], "seed": d["seed"], "n_pairs": d["label_budget"]}
+        | {k: d[k] for k in fields}
+        for d in diags
+    ]
+
+
 def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
-    """Run every task x seed x budget x arm; write results.json, report.md and plots."""
+    """Run every task x seed x source x budget x arm; write results.json, report.md and plots."""
     spec = parse_reproduce(config)
     mesh = make_mesh(-1, 1)
     start = time.time()
-    units = len(spec.tasks) * len(spec.seeds) * (1 + len(spec.label_budgets) * (1 + len(spec.arms)))
+    sources = spec.labels.sources
+    per_seed = 1 + len(sources) * len(spec.label_budgets) * (1 + len(spec.arms))
     bar = tqdm(
-        total=units,
+        total=len(spec.tasks) * len(spec.seeds) * per_seed,
         desc="reproduce",
         disable=not progress or jax.process_index() != 0,
         dynamic_ncols=True,
@@ -303,34 +378,36 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
         for seed in spec.seeds:
             bar.set_description(f"{name} seed {seed}: sft + labels")
             ts = TaskSeed(spec, name, seed, workdir, mesh)
-            records["tasks"][name] = {
-                "description": ts.task.describe(),
-                "vocab_size": ts.task.vocab_size,
-                "prompt_len": ts.task.prompt_len,
-                "response_len": ts.task.response_len,
-            }
             ts.train_sft()
             bar.update(1)
-            for n in spec.label_budgets:
-                b = Budget(ts, n)
-                bar.set_description(f"{name} seed {seed} N={n}: reward model")
-                b.train_reward_model()
-                bar.update(1)
-                for arm in spec.arms:
-                    bar.set_description(f"{name} seed {seed} N={n}: {arm}")
-                    rec = b.record(arm)
-                    records["runs"].append(
-                        {"task": name, "label_budget": n, "seed": seed, "arm": arm, **rec}
-                    )
-                    bar.update(1)
-                diag = _cached(
-                    os.path.join(b.dir, "diagnostics.json"), lambda b=b: diagnostics.measure(b)
-                )
-                records["diagnostics"].append(
-                    {"task": name, "label_budget": n, "seed": seed, **diag}
-                )
+            for source in sources:
+                key = task_key(name, source, sources)
+                records["tasks"][key] = _task_entry(ts.task, source, key != name)
+                for n in spec.label_budgets:
+                    runs, diag = run_budget(Budget(ts, n, source), spec.arms, bar)
+                    records["runs"] += runs
+                    records["diagnostics"].append(diag)
     bar.close()
+    records["curves"] = learning_curves(records["diagnostics"])
     records["wall_time_s"] = time.time() - start
     from rlft.experiments.report import write_outputs  # noqa: PLC0415
 
     return write_outputs(workdir, spec.raw, records)
+
+
+SOURCE_NOTES = {
+    "sft": "Preference pairs: two SFT samples per prompt (narrow, the paper's data).",
+    "wide": "Preference pairs: each response from the SFT policy at temperature 1 or 2 or the "
+    "demonstrator, drawn at random (wide data).",
+}
+
+
+def _task_entry(task: Task, source: str, suffixed: bool) -> dict:
+    desc = task.describe() + (f" {SOURCE_NOTES[source]}" if suffixed else "")
+    return {
+        "description": desc,
+        "vocab_size": task.vocab_size,
+        "prompt_len": task.prompt_len,
+        "response_len": task.response_len,
+        "label_source": source,
+    }

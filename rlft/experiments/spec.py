@@ -8,6 +8,12 @@ from rlft.models import ModelConfig
 from rlft.tasks import TASKS
 
 ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
+# Optional arms, not in the default config: the report compares each against online_dpo (H3).
+EXTRA_ARMS = ("online_dpo_more_prompts",)
+# Where the two responses of a preference pair come from (labels.sources): "sft", two SFT
+# samples (narrow: the paper's data); "wide", each response from a policy drawn per pair
+# among SFT at temperature 1, SFT at temperature 2 and the task's demonstrator.
+LABEL_SOURCES = ("sft", "wide")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +29,7 @@ class LabelSpec:
     bt_scale: float = 10.0  # P(a > b) = sigmoid(bt_scale * (gold_a - gold_b))
     temperature: float = 1.0  # SFT sampling temperature for the two responses of a pair
     num_val_pairs: int = 512  # held-out pairs for the RM / DPO accuracy diagnostics
+    sources: tuple = ("sft",)  # pair sources (LABEL_SOURCES); several: one task entry each (H4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,7 @@ class DpoSpec:
 class OnlineSpec:
     num_samples: int = 8  # K responses per preference prompt; best and worst become a pair
     temperature: float = 1.0  # sampling temperature; DPO log-probs use logits / temperature
+    more_prompts_factor: float = 2.3  # online_dpo_more_prompts: online pairs / label budget (H3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,8 +114,10 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
         if name not in TASKS:
             raise ConfigError(f"config.tasks: unknown task {name!r}; choose from {sorted(TASKS)}")
     for arm in raw["arms"]:
-        if arm not in ARMS:
-            raise ConfigError(f"config.arms: unknown arm {arm!r}; choose from {list(ARMS)}")
+        if arm not in ARMS + EXTRA_ARMS:
+            raise ConfigError(
+                f"config.arms: unknown arm {arm!r}; choose from {list(ARMS + EXTRA_ARMS)}"
+            )
     knobs = {k: dict(v) for k, v in _as_dict(raw["task_knobs"], "task_knobs").items()}
     stray = sorted(set(knobs) - set(raw["tasks"]))
     if stray:
@@ -116,6 +126,9 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     sections["eval"] = dataclasses.replace(
         sections["eval"], best_of_n=tuple(sections["eval"].best_of_n)
     )
+    sections["labels"] = _check_sources(sections["labels"])
+    if sections["online"].more_prompts_factor < 1.0:
+        raise ConfigError("config.online.more_prompts_factor must be >= 1 (it adds prompts)")
     return ReproduceSpec(
         tasks=tuple(raw["tasks"]),
         task_knobs=knobs,
@@ -126,3 +139,20 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
         raw=raw,
         **sections,
     )
+
+
+def _check_sources(labels: LabelSpec) -> LabelSpec:
+    sources = (labels.sources,) if isinstance(labels.sources, str) else tuple(labels.sources)
+    bad = [s for s in sources if s not in LABEL_SOURCES]
+    if not sources or bad or len(set(sources)) < len(sources):
+        raise ConfigError(
+            f"config.labels.sources={sources!r}: need distinct entries from {list(LABEL_SOURCES)}"
+        )
+    return dataclasses.replace(labels, sources=sources)
+
+
+def task_key(task: str, source: str, sources: tuple[str, ...]) -> str:
+    """Records' name for `task` labelled from `source`: plain by default, else _narrow / _wide."""
+    if sources == ("sft",):
+        return task
+    return f"{task}_{'narrow' if source == 'sft' else source}"

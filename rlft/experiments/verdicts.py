@@ -12,7 +12,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from rlft.experiments import stats
-from rlft.experiments.results_schema import ARMS, H4_SUFFIXES, TASK_ROLES, _clean, _sorted_cells
+from rlft.experiments.results_schema import (
+    ARMS,
+    H4_SUFFIXES,
+    TASK_ROLES,
+    _arm_key,
+    _clean,
+    _sorted_cells,
+)
 
 NOT_RUN = "not run in this variant"
 CLAIMS = {
@@ -37,6 +44,12 @@ CLAIMS = {
     "control": "Isomorphic control `{control}`: reward and policy classes correspond one to one, "
     "so online and offline DPO should coincide up to optimisation error (interval covers 0).",
 }
+
+
+def _role(index: dict, role: str) -> str:
+    """The task playing `role`; with labels.sources its narrow copy (`keyed_narrow`) stands in."""
+    name, tasks = TASK_ROLES[role], {cell[0] for cell in index}
+    return f"{name}_narrow" if name not in tasks and f"{name}_narrow" in tasks else name
 
 
 def _paired_diffs(index: dict, cell_a: tuple, cell_b: tuple, metric: str) -> list[float]:
@@ -95,15 +108,31 @@ def _paired_rows(hid: str, index: dict, task: str, predicted: str) -> list[dict]
         if not diffs:
             continue
         est, verdict = _judge(diffs, predicted)
-        note = f"|online - offline| = {abs(est[0]):.3f}" if hid == "control" else ""
+        note = ""
+        if hid == "control":
+            note = f"|online - offline| = {abs(est[0]):.3f}" + _distance_note(index, task, budget)
         quantity = "online_dpo - offline_dpo, gold reward"
         rows.append(_row(hid, task, budget, quantity, est, verdict, len(diffs), note))
     why = f"no seed ran both online_dpo and offline_dpo on task `{task}`"
     return rows or [_not_run(hid, why)]
 
 
+def _distance_note(index: dict, task: str, budget: int) -> str:
+    """Seed-mean first-token TV distances of each arm (runs' policy_distance), if recorded."""
+    keys = ("tv_to_offline_dpo", "tv_to_soft_optimal")
+    parts = []
+    for arm in sorted((a for t, b, a in index if (t, b) == (task, budget)), key=_arm_key):
+        dists = [r.get("policy_distance") for r in index[task, budget, arm].values()]
+        if arm != "offline_dpo" and dists and None not in dists:
+            means = [_num(np.mean([d[k] for d in dists])) for k in keys if k in dists[0]]
+            parts.append(f"{arm} {' / '.join(means)}")
+    if not parts:
+        return ""
+    return "; first-token TV to offline_dpo / to the soft optimum: " + ", ".join(parts)
+
+
 def _short_vs_gap(index: dict) -> list[dict]:
-    gap, short = TASK_ROLES["gap"], TASK_ROLES["short"]
+    gap, short = _role(index, "gap"), _role(index, "short")
     rows = []
     for budget in sorted(set(_budgets(index, gap)) & set(_budgets(index, short))):
         dg, ds = _advantage(index, gap, budget), _advantage(index, short, budget)
@@ -118,7 +147,7 @@ def _short_vs_gap(index: dict) -> list[dict]:
 
 
 def _budget_trend(index: dict) -> list[dict]:
-    gap = TASK_ROLES["gap"]
+    gap = _role(index, "gap")
     budgets = _budgets(index, gap)
     if len(budgets) < 2:
         return [_not_run("budget", f"fewer than two label budgets on `{gap}`")]
@@ -199,10 +228,10 @@ def _extra_arms(index: dict, order: list[str]) -> list[dict]:
 
 def hypotheses(runs_index: dict, diag_index: dict, order: list[str], config=None) -> list[dict]:
     """One row per hypothesis and measurement (task, budget), each with its verdict."""
-    rows = _paired_rows("H6", runs_index, TASK_ROLES["gap"], "positive")
+    rows = _paired_rows("H6", runs_index, _role(runs_index, "gap"), "positive")
     h6 = list(rows)
     rows += _short_vs_gap(runs_index)
-    rows += _paired_rows("H6b", runs_index, TASK_ROLES["hard_verifier"], "not positive")
+    rows += _paired_rows("H6b", runs_index, _role(runs_index, "hard_verifier"), "not positive")
     rows += _budget_trend(runs_index)
     rows += _global_vs_local(diag_index, order)
     rows.append(_same_regularisation(h6, config or {}))
@@ -211,7 +240,7 @@ def hypotheses(runs_index: dict, diag_index: dict, order: list[str], config=None
     rows += [r for t in h4_tasks for r in _paired_rows("H4", runs_index, t, "positive")] or [
         _not_run("H4", "no tasks suffixed _narrow or _wide")
     ]
-    rows += _paired_rows("control", runs_index, TASK_ROLES["control"], "zero")
+    rows += _paired_rows("control", runs_index, _role(runs_index, "control"), "zero")
     return rows
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from rlft.models import ModelConfig
 from rlft.train.state import TrainState, abstract_params
@@ -20,6 +21,8 @@ class CheckpointError(FileNotFoundError):
 
 
 def checkpoint_dir(workdir: str) -> str:
+    if "://" in str(workdir):  # gs://... and other object stores: keep the URL as it is
+        return str(workdir).rstrip("/") + "/checkpoints"
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
@@ -77,7 +80,7 @@ def read_meta(workdir: str) -> tuple[int, dict[str, Any]]:
         item_names=("params", "train", "meta"),
         options=ocp.CheckpointManagerOptions(create=False),
     )
-    step = manager.latest_step() if os.path.isdir(path) else None
+    step = manager.latest_step() if epath.Path(path).exists() else None
     if step is None:
         raise CheckpointError(
             f"no checkpoint under {path}: run the stage that writes it first "
@@ -109,7 +112,7 @@ def _check_config(source: str, role: str, saved: dict, cfg: ModelConfig) -> None
 
 
 def _is_pretrained_dir(path: str) -> bool:
-    return not os.path.isdir(checkpoint_dir(path)) and any(
+    return not epath.Path(checkpoint_dir(path)).exists() and any(
         os.path.isfile(os.path.join(path, f)) for f in ("config.json", "rlft_config.json")
     )
 

@@ -12,6 +12,7 @@ import signal
 import threading
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -39,6 +40,8 @@ def stop_on_signal(signals=(signal.SIGTERM, signal.SIGINT)):
         return
 
     def handler(signum, _frame):
+        if flag["signal"]:  # a second signal: stop now, without the checkpoint
+            raise SystemExit(128 + signum)
         flag["signal"] = signal.Signals(signum).name
 
     previous = {s: signal.signal(s, handler) for s in signals}
@@ -47,6 +50,17 @@ def stop_on_signal(signals=(signal.SIGTERM, signal.SIGINT)):
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def _stop_requested(flag: dict) -> str | None:
+    """The signal name if any process got one. Hosts of a pod see a preemption at slightly
+    different steps; agreeing every step makes all of them checkpoint at the same step."""
+    if jax.process_count() == 1:
+        return flag["signal"]
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    anyone = int(multihost_utils.process_allgather(np.int32(bool(flag["signal"]))).max())
+    return (flag["signal"] or "SIGTERM") if anyone else None
 
 
 def _abstract(state):
@@ -130,10 +144,11 @@ def train(config, workdir: str, progress: bool = True, data: DataBundle | None =
             if writer and (done % run.log_every == 0 or done == run.total_steps):
                 last = writer.write(done, metrics)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if done % run.checkpoint_every == 0 or done == run.total_steps or stop["signal"]:
+            stopped_by = _stop_requested(stop)
+            if done % run.checkpoint_every == 0 or done == run.total_steps or stopped_by:
                 checkpoint.save(manager, done, state, _meta(run, stage, done))
-            if stop["signal"]:
-                last = {**last, "stopped_by": stop["signal"], "step": done}
+            if stopped_by:
+                last = {**last, "stopped_by": stopped_by, "step": done}
                 break
     manager.wait_until_finished()
     manager.close()

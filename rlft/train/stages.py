@@ -6,12 +6,12 @@ train step). Offline objectives read a step-indexed dataset; PPO makes its batch
 """
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from rlft.config import ConfigError, RunConfig
 from rlft.data import ArrayDataset
@@ -40,6 +40,15 @@ def _require(path: str, field: str, what: str) -> str:
             f"--config.init.{field}=WORKDIR of that stage"
         )
     return path
+
+
+def _agree(flag: bool) -> bool:
+    """Process 0's value of `flag`, on every process."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
 def _offline_run_step(data: ArrayDataset, mesh):
@@ -153,17 +162,21 @@ def normalize_reward_model(
 def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     policy_path = _require(run.init.policy, "policy", "an SFT policy")
     pairs = bundle.require("pairs", "dpo")
-    cache = os.path.join(workdir, "ref_logprobs.npz")
-    if os.path.exists(cache):
-        ref = dict(np.load(cache))
+    # Cached in the workdir. Process 0 decides whether the cache is usable and tells the
+    # others, so a multi-host run never has some processes skipping a collective pass.
+    cache = epath.Path(workdir) / "ref_logprobs.npz"
+    if _agree(cache.exists()):
+        with cache.open("rb") as f:
+            ref = dict(np.load(f))
     else:
         ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
         ref = reference_logprobs(
             run.model, ref_params, pairs, run.batch_size, mesh, run.hparams.temperature
         )
         if jax.process_index() == 0:
-            os.makedirs(workdir, exist_ok=True)
-            np.savez(cache, **ref)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with cache.open("wb") as f:
+                np.savez(f, **ref)
     data = ArrayDataset({**pairs, **ref}, run.batch_size, run.seed)
 
     def load_init(state):
