@@ -2,23 +2,39 @@
 
   rlft reproduce --config=configs/reproduce.py --workdir=runs/reproduce          # default
   rlft reproduce --config=configs/reproduce.py:quick --workdir=runs/quick        # CI, ~3 min
+  rlft reproduce --config=configs/reproduce.py:hypotheses --workdir=runs/hyp     # H3, H4, curves
   rlft reproduce --config=configs/reproduce.py:full --workdir=runs/full          # hours
 
 default: the gap task (`keyed`) and its short control (`keyed_short`), every arm, 3 seeds,
-one label budget. quick: one task, one seed, every arm, small budgets. full: every task
-(incl. the hard-verifier `rouge` and the isomorphic `bandit` control), a label-budget sweep,
-5 seeds. See docs/tasks.md for the tasks and PAPER.md for the hypotheses.
+one label budget. quick: one task, one seed, every arm, small budgets. hypotheses: `keyed`,
+3 seeds, budgets 256 and 1024 (learning curves, budget trend), narrow and wide preference
+data (H4: tasks `keyed_narrow`, `keyed_wide`) and the extra arm online_dpo_more_prompts (H3:
+online DPO on 2.3x as many pairs, from extra unlabelled prompts). full: every task (incl. the
+hard-verifier `rouge` and the isomorphic `bandit` control), a label-budget sweep, 5 seeds,
+both pair sources and the extra arm. See docs/tasks.md for the tasks and PAPER.md for the
+hypotheses.
+
+Arms (rlft.experiments.spec.ARMS): sft, offline_dpo, online_dpo (best/worst of K SFT samples
+by the RM), online_dpo_from_dpo, ppo, oracle_online_dpo (scored by the gold verifier); extra
+(spec.EXTRA_ARMS, compared against online_dpo by the report): online_dpo_more_prompts.
+labels.sources: "sft" (two SFT samples per prompt: narrow, the paper's data) and "wide" (each
+response from SFT at temperature 1 or 2 or the demonstrator); anything but ("sft",) records
+each source as its own task, `{task}_narrow` / `{task}_wide`, sharing SFT and prompts.
 """
 
 import ml_collections
 
 ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
+EXTRA_ARMS = ("online_dpo_more_prompts",)  # H3: more online data; not in the default run
+VARIANTS = ("default", "quick", "hypotheses", "full")
 
 
 def get_config(arg: str | None = None):
     variant = arg or "default"
-    if variant not in ("default", "quick", "full"):
-        raise ValueError(f"configs/reproduce.py: unknown variant {arg!r}; use quick, full or none")
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"configs/reproduce.py: unknown variant {arg!r}; use quick, hypotheses, full or none"
+        )
     c = ml_collections.ConfigDict()
     c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS
     c.task_knobs = {}  # task name -> {knob: value}, e.g. {"keyed": {"response_len": 9}}
@@ -36,6 +52,7 @@ def get_config(arg: str | None = None):
         bt_scale=10.0,  # Bradley-Terry sharpness of the simulated labeller
         temperature=1.0,  # SFT sampling temperature for the two responses of each pair
         num_val_pairs=512,  # held-out pairs for RM / DPO accuracy
+        sources=("sft",),  # pair sources: sft (narrow) | wide; several: one task entry each (H4)
     )
     c.reward = dict(
         pooling="last",  # reward-model class: last (the paper's head) | mean (pooled)
@@ -50,7 +67,11 @@ def get_config(arg: str | None = None):
         learning_rate=2e-4,
         eval_points=3,  # frontier checkpoints per arm
     )
-    c.online = dict(num_samples=8, temperature=1.0)  # K samples per prompt, best/worst by RM
+    c.online = dict(
+        num_samples=8,  # K samples per prompt, best and worst by the RM become a pair
+        temperature=1.0,
+        more_prompts_factor=2.3,  # online_dpo_more_prompts: online pairs / label budget (H3)
+    )
     c.ppo = dict(iterations=48, batch_size=64, learning_rate=1e-4, temperature=1.0, eval_points=3)
     c.eval = dict(num_prompts=256, samples_per_prompt=4, best_of_n=(1, 2, 5, 10, 25))
     if variant == "quick":
@@ -62,9 +83,16 @@ def get_config(arg: str | None = None):
         c.dpo.update(epochs=2.0, eval_points=2)
         c.ppo.update(iterations=12, eval_points=2)
         c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 10))
+    elif variant == "hypotheses":
+        c.tasks = ("keyed",)
+        c.label_budgets = (256, 1024)  # two budgets: learning curves and the budget trend
+        c.labels.sources = ("sft", "wide")  # tasks keyed_narrow and keyed_wide (H4)
+        c.arms = ARMS + EXTRA_ARMS  # online_dpo_more_prompts: ~2.3 x 256 = 589 online pairs (H3)
     elif variant == "full":
         c.tasks = ("keyed", "keyed_short", "rouge", "bandit")
         c.seeds = (0, 1, 2, 3, 4)
         c.label_budgets = (128, 512, 2048)
+        c.labels.sources = ("sft", "wide")
+        c.arms = ARMS + EXTRA_ARMS
         c.eval.num_prompts = 512
     return c

@@ -112,6 +112,18 @@ def test_reproduce_config_rejects_unknown_arm_and_task():
     c.tasks = ("kyed",)
     with pytest.raises(ValueError, match="kyed"):
         parse_reproduce(c)
+    c = load_config(REPRODUCE)
+    c.labels.sources = ("sft", "broad")
+    with pytest.raises(ValueError, match="broad"):
+        parse_reproduce(c)
+
+
+def test_hypotheses_variant_adds_the_extra_arm_and_sources():
+    spec = parse_reproduce(load_config(REPRODUCE, "hypotheses"))
+    assert spec.arms == (*ARMS, "online_dpo_more_prompts") and spec.label_budgets == (256, 1024)
+    assert spec.labels.sources == ("sft", "wide") and spec.online.more_prompts_factor == 2.3
+    default = parse_reproduce(load_config(REPRODUCE))
+    assert default.arms == ARMS and default.labels.sources == ("sft",)
 
 
 def _micro_hypotheses():
@@ -130,6 +142,7 @@ def hypotheses_run(tmp_path_factory):
     return run_reproduce(_micro_hypotheses(), workdir, progress=False)
 
 
+@pytest.mark.slow  # a second end-to-end run; CI runs slow tests
 def test_sources_become_tasks_and_curves_fill(hypotheses_run):
     results = hypotheses_run
     keys = {"bandit_narrow", "bandit_wide"}
@@ -155,6 +168,7 @@ def test_sources_become_tasks_and_curves_fill(hypotheses_run):
     assert narrow[64, "sft"]["gold_reward"] == wide[64, "sft"]["gold_reward"]  # one SFT
 
 
+@pytest.mark.slow  # a second end-to-end run; CI runs slow tests
 def test_more_prompts_arm_has_factor_times_the_pairs(hypotheses_run):
     factor, devices = _micro_hypotheses().online.more_prompts_factor, jax.device_count()
     runs = {(r["task"], r["label_budget"], r["arm"]): r for r in hypotheses_run["runs"]}
@@ -167,6 +181,7 @@ def test_more_prompts_arm_has_factor_times_the_pairs(hypotheses_run):
             assert math.isclose(more["num_pairs"] / base["num_pairs"], factor, rel_tol=0.15)
 
 
+@pytest.mark.slow  # a second end-to-end run; CI runs slow tests
 def test_policy_distance_on_one_token_tasks(hypotheses_run):
     for r in hypotheses_run["runs"]:
         d = r["policy_distance"]

@@ -46,10 +46,14 @@ CLAIMS = {
 }
 
 
-def _role(index: dict, role: str) -> str:
-    """The task playing `role`; with labels.sources its narrow copy (`keyed_narrow`) stands in."""
-    name, tasks = TASK_ROLES[role], {cell[0] for cell in index}
-    return f"{name}_narrow" if name not in tasks and f"{name}_narrow" in tasks else name
+def _role(role: str, config: Mapping) -> str:
+    """The task playing `role`. A run split by pair source (config.labels.sources, e.g. sft and
+    wide) records `{task}_narrow` / `{task}_wide`; the narrow copy holds the usual SFT pairs."""
+    labels = config.get("labels") if isinstance(config, Mapping) else None
+    sources = labels.get("sources", ["sft"]) if isinstance(labels, Mapping) else ["sft"]
+    sources = [sources] if isinstance(sources, str) else list(sources)
+    split = "sft" in sources and sources != ["sft"]
+    return f"{TASK_ROLES[role]}_narrow" if split else TASK_ROLES[role]
 
 
 def _paired_diffs(index: dict, cell_a: tuple, cell_b: tuple, metric: str) -> list[float]:
@@ -131,8 +135,8 @@ def _distance_note(index: dict, task: str, budget: int) -> str:
     return "; first-token TV to offline_dpo / to the soft optimum: " + ", ".join(parts)
 
 
-def _short_vs_gap(index: dict) -> list[dict]:
-    gap, short = _role(index, "gap"), _role(index, "short")
+def _short_vs_gap(index: dict, config: Mapping) -> list[dict]:
+    gap, short = _role("gap", config), _role("short", config)
     rows = []
     for budget in sorted(set(_budgets(index, gap)) & set(_budgets(index, short))):
         dg, ds = _advantage(index, gap, budget), _advantage(index, short, budget)
@@ -146,8 +150,8 @@ def _short_vs_gap(index: dict) -> list[dict]:
     return rows or [_not_run("H6a", why)]
 
 
-def _budget_trend(index: dict) -> list[dict]:
-    gap = _role(index, "gap")
+def _budget_trend(index: dict, config: Mapping) -> list[dict]:
+    gap = _role("gap", config)
     budgets = _budgets(index, gap)
     if len(budgets) < 2:
         return [_not_run("budget", f"fewer than two label budgets on `{gap}`")]
@@ -205,7 +209,7 @@ def _same_regularisation(h6_rows: list, config: Mapping) -> dict:
         verdict = "rejected: the online advantage persists at identical beta and reference"
     else:
         verdict = "untested: no online advantage to explain in this run"
-    return _row("H2", TASK_ROLES["gap"], None, quantity, (None,) * 3, verdict, "")
+    return _row("H2", measured[0]["task"], None, quantity, (None,) * 3, verdict, "")
 
 
 def _extra_arms(index: dict, order: list[str]) -> list[dict]:
@@ -228,19 +232,20 @@ def _extra_arms(index: dict, order: list[str]) -> list[dict]:
 
 def hypotheses(runs_index: dict, diag_index: dict, order: list[str], config=None) -> list[dict]:
     """One row per hypothesis and measurement (task, budget), each with its verdict."""
-    rows = _paired_rows("H6", runs_index, _role(runs_index, "gap"), "positive")
+    config = config or {}
+    rows = _paired_rows("H6", runs_index, _role("gap", config), "positive")
     h6 = list(rows)
-    rows += _short_vs_gap(runs_index)
-    rows += _paired_rows("H6b", runs_index, _role(runs_index, "hard_verifier"), "not positive")
-    rows += _budget_trend(runs_index)
+    rows += _short_vs_gap(runs_index, config)
+    rows += _paired_rows("H6b", runs_index, _role("hard_verifier", config), "not positive")
+    rows += _budget_trend(runs_index, config)
     rows += _global_vs_local(diag_index, order)
-    rows.append(_same_regularisation(h6, config or {}))
+    rows.append(_same_regularisation(h6, config))
     rows += _extra_arms(runs_index, order)
     h4_tasks = [t for t in order if t.endswith(H4_SUFFIXES)]
     rows += [r for t in h4_tasks for r in _paired_rows("H4", runs_index, t, "positive")] or [
         _not_run("H4", "no tasks suffixed _narrow or _wide")
     ]
-    rows += _paired_rows("control", runs_index, _role(runs_index, "control"), "zero")
+    rows += _paired_rows("control", runs_index, _role("control", config), "zero")
     return rows
 
 
