@@ -8,6 +8,7 @@ import dataclasses
 import os
 from typing import Any
 
+from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
 from rlft.models import ModelConfig, model_config
 from rlft.objectives import OBJECTIVES
@@ -24,7 +25,7 @@ TOP_LEVEL = (
     "optim",
     "mesh",
     "init",
-)  # plus `data` (the synthetic task), optional when the caller passes data to train()
+)  # plus `data` (rlft.data.sources: synthetic or tldr), optional when train() gets data
 # Extra sections an objective reads besides its own hyperparameters (named like the objective).
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
@@ -73,7 +74,7 @@ class RunConfig:
     model: ModelConfig
     optim: OptimConfig
     mesh: MeshConfig
-    data: SyntheticConfig | None
+    data: SyntheticConfig | TldrDataConfig | None
     init: InitConfig
     hparams: Any  # the objective's hyperparameter dataclass
     rollout: RolloutConfig | None = None
@@ -118,6 +119,15 @@ def _model(section: Any, path: str) -> ModelConfig:
         raise ConfigError(f"config.{path}: {e}") from e
 
 
+def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig:
+    """`data.source` (default "synthetic") picks the dataclass the other keys fill."""
+    values = _as_dict(section, path)
+    source = values.pop("source", "synthetic")
+    if source not in DATA_SOURCES:
+        raise ConfigError(f"config.{path}.source={source!r}; choose one of {list(DATA_SOURCES)}")
+    return to_dataclass(DATA_SOURCES[source], values, path)
+
+
 def parse_config(config: Any) -> RunConfig:
     """Validate and convert a whole run config."""
     raw = _as_dict(config, "")
@@ -148,7 +158,7 @@ def parse_config(config: Any) -> RunConfig:
         model=_model(raw["model"], "model"),
         optim=to_dataclass(OptimConfig, raw["optim"], "optim"),
         mesh=to_dataclass(MeshConfig, raw["mesh"], "mesh"),
-        data=to_dataclass(SyntheticConfig, raw["data"], "data") if "data" in raw else None,
+        data=_data(raw["data"], "data") if "data" in raw else None,
         init=to_dataclass(InitConfig, raw["init"], "init"),
         hparams=to_dataclass(hparams_cls, raw.get(objective, {}), objective),
         rollout=(
@@ -157,7 +167,7 @@ def parse_config(config: Any) -> RunConfig:
         reward_model=_model(raw["reward_model"], "reward_model") if "reward_model" in raw else None,
         raw=raw,
     )
-    if run.data is not None and run.data.vocab_size > run.model.vocab_size:
+    if isinstance(run.data, SyntheticConfig) and run.data.vocab_size > run.model.vocab_size:
         raise ConfigError(
             f"config.data.vocab_size={run.data.vocab_size} exceeds "
             f"config.model.vocab_size={run.model.vocab_size}; the tokenizer's "

@@ -27,83 +27,19 @@ from rlft.data.tldr import (  # noqa: E402
     truncated_query,
 )
 from rlft.data.tldr.builders import TldrComparisons, TldrSft, prepare_tldr  # noqa: E402
+from rlft.data.tldr.fixtures import (  # noqa: E402
+    CNNDM,
+    LONG_POST,
+    SFT,
+    SPACES_POST,
+    comparison_row,
+    post_row,
+    train_tokenizer,
+    write_manual,
+)
 from rlft.models.hf import load_tokenizer  # noqa: E402
 
-EOS = "<|endoftext|>"
 P, R = 512, 53
-LONG_POST = "\n".join(  # ~60 tokens a paragraph with the fixture BPE: well over 512 tokens
-    f"Paragraph {i}: my roommate keeps borrowing things and never returns them, what now?"
-    for i in range(60)
-)
-SPACES_POST = " ".join(f"word{i} and more words" for i in range(150))  # no newline at all
-
-
-def _post(i, post=None, summary=None):
-    return {
-        "id": f"t3_{i}",
-        "subreddit": "relationships" if i % 2 else "AskReddit",
-        "title": f"Question number {i} about life",
-        "post": post or f"I (25F) have a question {i}.\nIt is about my cat, who is café-au-lait.",
-        "summary": summary or f"question {i} about my cat",
-    }
-
-
-SFT = {
-    "train": [_post(0), _post(1, post=LONG_POST), _post(2, post=SPACES_POST), _post(3)],
-    "valid": [_post(4), _post(5, summary="a very long summary " * 30)],
-    "test": [_post(6)],
-}
-
-
-def _comparison(i, split, choice, batch, confidence=True):
-    info = {k: v for k, v in _post(i).items() if k != "summary"}
-    row = {
-        "info": info,
-        "summaries": [
-            {"text": f" summary A of post {i}", "policy": "ref", "note": None},
-            {"text": f" summary B of post {i}\n", "policy": "sup4_ppo", "note": "ok"},
-        ],
-        "choice": choice,
-        "worker": "w1",
-        "batch": batch,
-        "split": split,
-    }
-    if confidence:
-        row["extra"] = {"confidence": 7}
-    return row
-
-
-CNNDM = {
-    "info": {"id": "c1", "article": "News.", "site": "dailymail"},
-    "split": "valid2",
-    "summaries": [],
-    "choice": 0,
-}
-COMPARISONS = {
-    "batch3.json": [
-        _comparison(0, "train", 0, "batch3"),
-        _comparison(0, "train", 1, "batch3"),
-        _comparison(1, "valid1", 1, "batch3", confidence=False),
-    ],
-    "batch10.json": [
-        _comparison(2, "train", 1, "batch10"),
-        CNNDM,
-        _comparison(3, "valid2", 0, "batch10"),
-    ],
-}
-
-
-def _write_jsonl(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def _write_manual(root, sft=SFT, comparisons=COMPARISONS):
-    for name, rows in sft.items():
-        _write_jsonl(root / "tldr_3_filtered" / f"{name}.jsonl", rows)
-    for name, rows in comparisons.items():
-        _write_jsonl(root / "comparisons" / name, rows)
-    return root
 
 
 class _HideTensorFlow(importlib.abc.MetaPathFinder):
@@ -129,7 +65,7 @@ def prepared(tmp_path_factory):
         pytest.skip("tensorflow is already imported; cannot check independence from it")
     tfds.disable_progress_bar()
     root = tmp_path_factory.mktemp("tldr")
-    manual = _write_manual(root / "manual")
+    manual = write_manual(root / "manual")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sys, "meta_path", [_HideTensorFlow(f) for f in sys.meta_path])
         assert importlib.util.find_spec("tensorflow") is None
@@ -144,19 +80,8 @@ def prepared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
     """Byte-level BPE trained on the fixture text, saved and loaded as a checkpoint's would be."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    t = tokenizers.Tokenizer(models.BPE())
-    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    t.decoder = decoders.ByteLevel()
-    texts = [format_query(r) + " " + r["summary"] for rows in SFT.values() for r in rows]
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    t.train_from_iterator(texts, trainer)
-    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    t.save(str(path))
-    return TextTokenizer.from_hf(load_tokenizer(str(path), vocab_size=512))
+    path = train_tokenizer(tmp_path_factory.mktemp("tok"))
+    return TextTokenizer.from_hf(load_tokenizer(path, vocab_size=512))
 
 
 def _rows(source):
@@ -277,7 +202,7 @@ def test_pair_and_prompt_arrays(prepared, tok):
 def test_plain_list_of_dicts_and_generic_tokenizer():
     """Any sequence of str dicts and any encode(str) -> ids works (here: bytes as ids)."""
     tok = TextTokenizer(lambda s: list(s.encode()), lambda ids: bytes(ids).decode(), 0, 1)
-    row = _post(9, post="line one\nline two\nline three")
+    row = post_row(9, post="line one\nline two\nline three")
     full = len(format_query(row).encode())
     packed = prompt_arrays([row], tok, max_query_len=full - 1, progress=False)
     text = _query(packed.arrays["prompt_tokens"][0], packed.arrays["prompt_mask"][0], tok)
@@ -286,7 +211,7 @@ def test_plain_list_of_dicts_and_generic_tokenizer():
 
 def test_truncation_matches_the_cut_loop_on_random_posts(tok):
     rng = np.random.default_rng(0)
-    row = _post(8)
+    row = post_row(8)
     empty = len(tok.encode(format_query(row, "")))
     for _ in range(40):
         post = "".join(rng.choice(list("ab c\n"), p=[0.3, 0.3, 0.2, 0.1, 0.1], size=120))
@@ -309,7 +234,7 @@ def test_hf_adapter_needs_eos(tmp_path):
 
 
 def _prepare(tmp_path, builder_cls, **manual):
-    manual_dir = _write_manual(tmp_path / "manual", **manual)
+    manual_dir = write_manual(tmp_path / "manual", **manual)
     builder = builder_cls(data_dir=str(tmp_path / "data"))
     config = tfds.download.DownloadConfig(manual_dir=str(manual_dir), try_download_gcs=False)
     builder.download_and_prepare(download_config=config)
@@ -325,26 +250,28 @@ def test_missing_manual_files_name_the_file(tmp_path):
 
 
 def test_malformed_lines_name_file_and_line(tmp_path):
-    manual = _write_manual(tmp_path / "manual")
+    manual = write_manual(tmp_path / "manual")
     path = manual / "tldr_3_filtered" / "valid.jsonl"
     path.write_text(json.dumps(SFT["valid"][0]) + "\n" + '{"id": "t3_x", "post": \n')
     with pytest.raises(ValueError, match=r"valid\.jsonl:2: not valid JSON"):
         TldrSft(data_dir=str(tmp_path / "data")).download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual))
         )
-    bad_sft = {**SFT, "test": [{k: v for k, v in _post(7).items() if k != "summary"}]}
+    bad_sft = {**SFT, "test": [{k: v for k, v in post_row(7).items() if k != "summary"}]}
     with pytest.raises(ValueError, match=r"test\.jsonl:1: field 'summary' must be a string"):
         _prepare(tmp_path / "b", TldrSft, sft=bad_sft)
-    bad = {"batch3.json": [_comparison(0, "train", 0, "b"), {**_comparison(1, "train", 2, "b")}]}
+    bad = {
+        "batch3.json": [comparison_row(0, "train", 0, "b"), {**comparison_row(1, "train", 2, "b")}]
+    }
     with pytest.raises(ValueError, match=r"batch3\.json:2: field 'choice' must be 0 or 1; got 2"):
         _prepare(tmp_path / "c", TldrComparisons, comparisons=bad)
-    bad = {"batch3.json": [{**_comparison(0, "test", 0, "b")}]}
+    bad = {"batch3.json": [{**comparison_row(0, "test", 0, "b")}]}
     with pytest.raises(ValueError, match=r"batch3\.json:1: field 'split' must be one of"):
         _prepare(tmp_path / "d", TldrComparisons, comparisons=bad)
 
 
 def test_only_splits_with_rows_and_empty_files(tmp_path):
-    only_train = {"batch3.json": [_comparison(0, "train", 0, "batch3"), CNNDM]}
+    only_train = {"batch3.json": [comparison_row(0, "train", 0, "batch3"), CNNDM]}
     builder = _prepare(tmp_path / "a", TldrComparisons, comparisons=only_train)
     assert set(builder.info.splits) == {"train"} and len(builder.as_data_source("train")) == 1
     with pytest.raises(ValueError, match=r"valid\.jsonl has no rows"):

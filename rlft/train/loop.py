@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from rlft.config import ConfigError, RunConfig, parse_config
 from rlft.data.bundle import DataBundle
-from rlft.data.synthetic import synthetic_bundle
+from rlft.data.sources import bundle_from_config
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
 from rlft.train.metrics import MetricsWriter
@@ -83,13 +83,13 @@ def train(config, workdir: str, progress: bool = True, data: DataBundle | None =
     """Train one stage; returns the last logged metrics (and 'stopped_by' if interrupted).
 
     `data` supplies the arrays (a task, TL;DR, a pipeline); without it the config's `data`
-    section describes the in-process synthetic task.
+    section describes them (rlft.data.sources: the synthetic task or TL;DR).
     """
     run = parse_config(config)
     if data is None:
         if run.data is None:
             raise ConfigError("config.data is missing and no data was passed to train()")
-        data = synthetic_bundle(run.data)
+        data = bundle_from_config(run.data, progress=progress)
     mesh = make_mesh(run.mesh.data, run.mesh.fsdp)
     stage = build_stage(run, mesh, workdir, data)
     tx, schedule = make_optimizer(run.optim, run.total_steps * stage.updates_per_step)

@@ -1,0 +1,203 @@
+"""Pythia-1.4B / 2.8B on Reddit TL;DR with the paper's settings (PAPER.md section 4), by stage.
+
+Variant `SIZE:STAGE[:ROOT]`: SIZE is 1.4b, 2.8b or smoke; STAGE is sft, reward, dpo or ppo;
+ROOT (default runs/tldr_SIZE) holds the stage workdirs ROOT/sft, ROOT/reward, ROOT/dpo,
+ROOT/ppo, which later stages read through config.init, so `--workdir` must be ROOT/STAGE.
+
+Once (docs/tldr.md): download the TL;DR files into manual/ and a Pythia checkpoint from Hugging
+Face (config.json, model.safetensors, tokenizer.json) into checkpoints/pythia-1.4b-deduped/.
+The first stage prepares the TFDS datasets into tfds_data/ and every stage caches its
+tokenised arrays in tfds_data/rlft_arrays/. Then, from the repository root, in this order:
+
+  rlft train --config=configs/tldr_pythia.py:1.4b:sft    --workdir=runs/tldr_1.4b/sft
+  rlft train --config=configs/tldr_pythia.py:1.4b:reward --workdir=runs/tldr_1.4b/reward
+  rlft train --config=configs/tldr_pythia.py:1.4b:dpo    --workdir=runs/tldr_1.4b/dpo
+  rlft train --config=configs/tldr_pythia.py:1.4b:ppo    --workdir=runs/tldr_1.4b/ppo
+
+2.8B: the same four commands with 2.8b (checkpoints/pythia-2.8b-deduped, runs/tldr_2.8b/...).
+Other paths: --config.init.policy=/path/to/pythia-1.4b-deduped (the sft stage's start),
+--config.data.tokenizer=/path/to/pythia-1.4b-deduped (every stage), --config.data.data_dir=...,
+--config.data.manual_dir=... . On a TPU pod put ROOT in a bucket, e.g.
+`--config=configs/tldr_pythia.py:1.4b:sft:gs://BUCKET/tldr --workdir=gs://BUCKET/tldr/sft`
+through tpu/launch.sh, with data_dir prepared beforehand (multi-host runs do not prepare).
+
+CPU smoke run of the same four stages (tiny model, fixture files in the published formats and a
+BPE tokenizer trained on them, all written under ROOT=runs/tldr_smoke; about a minute, most
+of it compiling):
+
+  rlft train --config=configs/tldr_pythia.py:smoke:sft    --workdir=runs/tldr_smoke/sft
+  rlft train --config=configs/tldr_pythia.py:smoke:reward --workdir=runs/tldr_smoke/reward
+  rlft train --config=configs/tldr_pythia.py:smoke:dpo    --workdir=runs/tldr_smoke/dpo
+  rlft train --config=configs/tldr_pythia.py:smoke:ppo    --workdir=runs/tldr_smoke/ppo
+
+Online DPO (best/worst of K=25 samples at temperature 0.1, scored by the reward model, then
+DPO with dpo.temperature=0.1) needs a sampling and labelling step between stages that
+`rlft train` does not have. It belongs to `rlft reproduce`'s pipeline, which is NOT yet wired
+for TL;DR (it runs the synthetic tasks only). `online_dpo_config(SIZE)` below is the DPO stage
+config that pipeline would train with, and ONLINE_DPO its sampling settings.
+"""
+
+import ml_collections
+
+from rlft.defaults import base_config
+
+SFT_TRAIN_ROWS = 116_722  # published size of TL;DR tldr_3_filtered train
+COMPARISON_TRAIN_ROWS = 92_858  # published size of the comparisons train split
+STAGES = {"sft": "mle", "reward": "reward", "dpo": "dpo", "ppo": "ppo"}
+BATCH = {"sft": 64, "reward": 128, "dpo": 128, "ppo": 64}  # rows (pairs, prompts) per step
+LR = {"sft": 3e-6, "reward": 3e-6, "dpo": 3e-7, "ppo": 3e-6}
+PARTS = {"sft": ("sft",), "reward": ("pairs", "sft"), "dpo": ("pairs",), "ppo": ("sft",)}
+# Micro-batches per update, sized for a v4-8 (4 devices x 32 GiB) from tpu/memory.py: 1.4b at
+# <= 16 sequences per device, 2.8b at <= 8 (PPO: 4, two trained models). Lower on larger slices.
+ACCUM = {
+    "1.4b": {"sft": 1, "reward": 4, "dpo": 4, "ppo": 1},
+    "2.8b": {"sft": 2, "reward": 8, "dpo": 8, "ppo": 4},
+    "smoke": {"sft": 1, "reward": 1, "dpo": 1, "ppo": 1},
+}
+ONLINE_DPO = dict(  # the sampling step of online DPO (PAPER.md section 4), for the pipeline
+    num_samples=25,  # K responses per preference prompt from the starting policy
+    temperature=0.1,  # sampling temperature; dpo.temperature matches it
+    max_new_tokens=53,
+)
+
+
+def _steps(size: str, stage: str) -> int:
+    """One epoch at the published split sizes; smoke: a few steps."""
+    if size == "smoke":
+        return {"sft": 4, "reward": 4, "dpo": 4, "ppo": 2}[stage]
+    # sft, ppo: 116,722 // 64 = 1823 (ppo: one rollout per batch of 64 SFT prompts);
+    # reward, dpo: 92,858 // 128 = 725. Rows dropped for long summaries make the real epoch a
+    # little shorter; the step-indexed data stream then wraps into the next permutation.
+    rows = COMPARISON_TRAIN_ROWS if stage in ("reward", "dpo") else SFT_TRAIN_ROWS
+    return rows // BATCH[stage]
+
+
+def _model(size: str) -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    if size == "smoke":
+        m.preset = "tiny"  # 2 layers, d 64
+        m.vocab_size = 512  # >= the fixture tokenizer's 400 tokens + [PAD]
+    else:
+        m.preset = f"pythia-{size}"  # vocab 50304, the checkpoint's padded embedding
+    m.dtype = "bfloat16"  # compute dtype (paper: bf16); params and optimizer stay float32
+    m.remat = True  # recompute blocks in the backward pass (memory, tpu/README.md)
+    return m  # the model has no dropout layers: the paper's dropout 0
+
+
+def _data(size: str, stage: str, root: str) -> ml_collections.ConfigDict:
+    d = ml_collections.ConfigDict()
+    d.source = "tldr"  # rlft.data.sources.TldrDataConfig
+    if size == "smoke":
+        d.data_dir = f"{root}/tfds"
+        d.manual_dir = f"{root}/manual"
+        d.tokenizer = f"{root}/tokenizer"  # trained on the fixture text on first use
+        d.max_query_len = 64  # tiny preset max_len 256; long fixture posts get cut
+        d.response_len = 16
+        d.pair_response_len = 16
+        d.write_fixture = True  # rlft/data/tldr/fixtures.py files into manual_dir if missing
+    else:
+        d.data_dir = "tfds_data"  # prepared by the first stage (or prepare_tldr)
+        d.manual_dir = "manual"  # downloaded files (docs/tldr.md); only read to prepare
+        d.tokenizer = f"checkpoints/pythia-{size}-deduped"  # dir with tokenizer.json
+        d.max_query_len = 512  # query tokens, post cut at a newline to fit
+        d.response_len = 53  # SFT summary + EOS (longer rows dropped)
+        d.pair_response_len = 128  # comparison summaries + EOS (RM, DPO)
+        d.write_fixture = False
+    d.sft_split = "train"  # TldrSft split: sft, PPO prompts, RM normalisation references
+    d.pairs_split = "train"  # TldrComparisons split (valid1/valid2 for evaluation)
+    d.parts = PARTS[stage]  # sets this stage tokenises (cached under data_dir/rlft_arrays)
+    d.max_rows = 0  # rows per split, 0 = all
+    return d
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    parts = (arg or "").split(":", 2)
+    size, stage = (parts + [""])[:2]
+    if stage == "online_dpo":
+        raise ValueError(
+            "configs/tldr_pythia.py: online DPO samples its pairs between stages, which `rlft "
+            "train` cannot do, and rlft reproduce's pipeline is not wired for TL;DR yet; see "
+            "online_dpo_config() in this file"
+        )
+    if size not in ACCUM or stage not in STAGES:
+        raise ValueError(
+            f"configs/tldr_pythia.py: variant {arg!r}; use SIZE:STAGE[:ROOT] with SIZE in "
+            f"{list(ACCUM)} and STAGE in {list(STAGES)}"
+        )
+    root = parts[2] if len(parts) == 3 else f"runs/tldr_{size}"
+    c = base_config(STAGES[stage], tiny=False)
+    c.total_steps = _steps(size, stage)  # 1 epoch (derivation in _steps)
+    c.batch_size = 8 if size == "smoke" else BATCH[stage]  # smoke: one row per CPU test device
+    c.checkpoint_every = c.total_steps if size == "smoke" else 100
+    c.log_every = 1 if size == "smoke" else 10
+    c.model = _model(size)
+    c.optim.learning_rate = LR[stage]  # peak (paper)
+    c.optim.schedule = "cosine"  # to 0 (end_lr_frac 0), no warm-up
+    c.optim.warmup_steps = 0
+    c.optim.end_lr_frac = 0.0
+    c.optim.eps = 1e-5  # AdamW eps of the paper's code; weight decay 0, clip 1 are rlft's
+    c.optim.accum_steps = ACCUM[size][stage]
+    c.mesh.data = 1  # FSDP over every device: params + AdamW of 1.4b (22.6 GB) and 2.8b
+    c.mesh.fsdp = -1  # (44 GB) do not fit one chip; tpu/memory.py has the table
+    c.data = _data(size, stage, root)
+    hf = "" if size == "smoke" else f"checkpoints/pythia-{size}-deduped"
+    c.init.policy = hf if stage == "sft" else f"{root}/sft"  # smoke sft: random init
+    c.init.reward = f"{root}/reward" if stage == "ppo" else ""  # PPO scorer and critic init
+    c.init.reference = ""  # = init.policy: the SFT model is every stage's reference
+    # Derived, per optimizer update: sequences = batch (x2 for pairs), tokens per sequence =
+    # max_query_len + response length (565 SFT/PPO, 640 pairs at full size).
+    if stage == "sft":
+        c.mle = dict(temperature=1.0)  # plain next-token cross-entropy, prompt masked
+    elif stage == "reward":
+        c.reward = dict(pooling="last")  # the paper's last-token head, normalised after
+    elif stage == "dpo":
+        c.dpo = dict(
+            beta=0.05,  # the paper's KL strength
+            loss_type="sigmoid",
+            reference_free=False,  # reference = the SFT policy (init.policy)
+            temperature=1.0,  # offline: log-probs from the plain logits
+            label_smoothing=0.0,
+        )
+    else:
+        _ppo(c, size)
+    return c
+
+
+def _ppo(c: ml_collections.ConfigDict, size: str) -> None:
+    """PPO of the public TL;DR reproductions (PAPER.md section 4). The batch (64 prompts per
+    rollout, one pass over the SFT prompts) is our choice: PAPER.md fixes none."""
+    c.reward_model = _model(size)  # scorer and critic: the reward stage's architecture
+    c.ppo = dict(
+        clip_eps=0.2,  # policy ratio clip
+        vf_clip=0.2,  # value clip
+        vf_coef=0.1,  # value-loss weight
+        ent_coef=0.0,
+        temperature=0.7,  # sampling temperature; log-probs from logits / 0.7
+    )
+    c.rollout = dict(
+        response_len=16 if size == "smoke" else 53,  # new tokens per prompt
+        top_p=1.0,
+        kl_coef=0.05,  # per-token KL beta, folded into the reward
+        kl_estimator="k1",
+        no_eos_penalty=-1.0,  # score of a response without EOS
+        gamma=1.0,
+        lam=0.95,
+        whiten_rewards=False,  # advantages are whitened, rewards not
+        ppo_epochs=4,
+        num_minibatches=1,  # updates per rollout = 4 epochs x 1 = 4
+    )
+
+
+def online_dpo_config(size: str, start: str = "sft", root: str | None = None):
+    """The DPO stage online DPO would train (the pipeline passes the sampled pairs as
+    `data=`, so there is no data section): same beta, lr, batch as offline DPO, log-probs
+    from logits / 0.1 as the samples were drawn. `start`: sft, or dpo (the offline-DPO
+    policy, then also the reference). total_steps: the pipeline sets len(pairs) // 128."""
+    c = get_config(f"{size}:dpo" + (f":{root}" if root else ""))
+    del c.data
+    c.dpo.temperature = ONLINE_DPO["temperature"]
+    if start == "dpo":
+        c.init.policy = c.init.policy.removesuffix("/sft") + "/dpo"
+    elif start != "sft":
+        raise ValueError(f"online_dpo_config: start={start!r}; use sft or dpo")
+    return c
