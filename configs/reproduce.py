@@ -4,6 +4,7 @@
   rlft reproduce --config=configs/reproduce.py:quick --workdir=runs/quick        # CI, ~3 min
   rlft reproduce --config=configs/reproduce.py:hypotheses --workdir=runs/hyp     # H3, H4, curves
   rlft reproduce --config=configs/reproduce.py:full --workdir=runs/full          # hours
+  rlft reproduce --config=configs/reproduce.py:control --workdir=runs/control    # ~15 min
 
 default: the gap task (`keyed`) and its short control (`keyed_short`), every arm, 3 seeds,
 one label budget. quick: one task, one seed, every arm, small budgets. hypotheses: `keyed`,
@@ -11,8 +12,10 @@ one label budget. quick: one task, one seed, every arm, small budgets. hypothese
 data (H4: tasks `keyed_narrow`, `keyed_wide`) and the extra arm online_dpo_more_prompts (H3:
 online DPO on 2.3x as many pairs, from extra unlabelled prompts). full: every task (incl. the
 hard-verifier `rouge` and the isomorphic `bandit` control), a label-budget sweep, 5 seeds,
-both pair sources and the extra arm. See docs/tasks.md for the tasks and PAPER.md for the
-hypotheses.
+both pair sources and the extra arm. control: the isomorphic `bandit` alone (Theorem 2.2),
+offline DPO, online DPO and PPO trained long, next to the exact tabular solution of both roads
+on the same pairs (rlft/experiments/isomorphic.py). See docs/tasks.md for the tasks and
+PAPER.md for the hypotheses.
 
 Arms (rlft.experiments.spec.ARMS): sft, offline_dpo, online_dpo (best/worst of K SFT samples
 by the RM), online_dpo_from_dpo, ppo, oracle_online_dpo (scored by the gold verifier); extra
@@ -26,14 +29,15 @@ import ml_collections
 
 ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
 EXTRA_ARMS = ("online_dpo_more_prompts",)  # H3: more online data; not in the default run
-VARIANTS = ("default", "quick", "hypotheses", "full")
+VARIANTS = ("default", "quick", "hypotheses", "full", "control")
 
 
 def get_config(arg: str | None = None):
     variant = arg or "default"
     if variant not in VARIANTS:
         raise ValueError(
-            f"configs/reproduce.py: unknown variant {arg!r}; use quick, hypotheses, full or none"
+            f"configs/reproduce.py: unknown variant {arg!r}; "
+            "use quick, hypotheses, full, control or none"
         )
     c = ml_collections.ConfigDict()
     c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS
@@ -55,7 +59,7 @@ def get_config(arg: str | None = None):
         sources=("sft",),  # pair sources: sft (narrow) | wide; several: one task entry each (H4)
     )
     c.reward = dict(
-        pooling="last",  # reward-model class: last (the paper's head) | mean (pooled)
+        pooling="last",  # reward-model class: last (the paper's head) | mean | sum | bilinear
         epochs=4.0,
         batch_size=64,
         learning_rate=5e-4,
@@ -73,6 +77,11 @@ def get_config(arg: str | None = None):
         more_prompts_factor=2.3,  # online_dpo_more_prompts: online pairs / label budget (H3)
     )
     c.ppo = dict(iterations=48, batch_size=64, learning_rate=1e-4, temperature=1.0, eval_points=3)
+    c.parallel = dict(  # every stage's layout (optional section; these are the defaults)
+        data=-1,  # mesh.data: -1 = all devices
+        fsdp=1,  # mesh.fsdp: >1 (or -1) splits params + AdamW over devices (Pythia scale)
+        accum_steps=1,  # optim.accum_steps of every training stage
+    )
     c.eval = dict(num_prompts=256, samples_per_prompt=4, best_of_n=(1, 2, 5, 10, 25))
     if variant == "quick":
         c.tasks = ("keyed",)
@@ -95,4 +104,19 @@ def get_config(arg: str | None = None):
         c.labels.sources = ("sft", "wide")
         c.arms = ARMS + EXTRA_ARMS
         c.eval.num_prompts = 512
+    elif variant == "control":
+        # Theorem 2.2's isomorphic case, both roads run long; results.json gets the exact tabular
+        # solution of both roads on the same pairs (section "isomorphic"). beta = 1 makes the
+        # label optimum pi_ref exp(bt_scale r / beta) = pi_ref exp(10 r) reachable: at beta 0.1
+        # it is exp(100 r), logit gaps no finite run gets near.
+        c.tasks = ("bandit",)
+        c.seeds = (0, 1, 2)
+        c.label_budgets = (1024,)  # 128 pairs per context on the default 8 x 16 bandit
+        c.arms = ("sft", "offline_dpo", "online_dpo", "ppo")
+        c.sft.update(num_examples=2048, steps=150)
+        c.labels.num_val_pairs = 256
+        c.reward.epochs = 16.0  # 16 x 1024 / 64 = 256 steps
+        c.dpo.update(beta=1.0, epochs=32.0, eval_points=4)  # offline: 32 x 1024 / 64 = 512 steps
+        c.ppo.update(iterations=192, eval_points=4)  # 4x the default
+        c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 10))
     return c

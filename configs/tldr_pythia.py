@@ -32,14 +32,23 @@ of it compiling):
 
 Online DPO (best/worst of K=25 samples at temperature 0.1, scored by the reward model, then
 DPO with dpo.temperature=0.1) needs a sampling and labelling step between stages that
-`rlft train` does not have. It belongs to `rlft reproduce`'s pipeline, which is NOT yet wired
-for TL;DR (it runs the synthetic tasks only). `online_dpo_config(SIZE)` below is the DPO stage
-config that pipeline would train with, and ONLINE_DPO its sampling settings.
+`rlft train` does not have, so it runs through `rlft reproduce`, whose config is the variant
+`SIZE:reproduce[:ROOT]` (task `tldr`, rlft/tasks/tldr.py): SFT from the checkpoint, labelled
+pairs, the reward model, then every arm (offline DPO, online DPO from SFT and from DPO, PPO,
+oracle online DPO) evaluated by the gold judge (ROUGE-L vs the reference summary by default):
+
+  rlft reproduce --config=configs/tldr_pythia.py:1.4b:reproduce --workdir=runs/tldr_1.4b/reproduce
+  rlft reproduce --config=configs/tldr_pythia.py:smoke:reproduce --workdir=runs/tldr_smoke/repro
+
+The smoke variant runs the whole pipeline on the fixture files (ROOT, default runs/tldr_smoke,
+holds the fixture data) with the tiny model on CPU in about a minute. `online_dpo_config(SIZE)`
+is the same DPO stage as an `rlft train` config, for reference.
 """
 
 import ml_collections
 
 from rlft.defaults import base_config
+from rlft.experiments.spec import ARMS
 
 SFT_TRAIN_ROWS = 116_722  # published size of TL;DR tldr_3_filtered train
 COMPARISON_TRAIN_ROWS = 92_858  # published size of the comparisons train split
@@ -116,15 +125,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if stage == "online_dpo":
         raise ValueError(
             "configs/tldr_pythia.py: online DPO samples its pairs between stages, which `rlft "
-            "train` cannot do, and rlft reproduce's pipeline is not wired for TL;DR yet; see "
-            "online_dpo_config() in this file"
+            f"train` cannot do; run it with `rlft reproduce --config=configs/tldr_pythia.py:"
+            f"{size}:reproduce --workdir=DIR` (every arm, online DPO included)"
         )
-    if size not in ACCUM or stage not in STAGES:
+    if size not in ACCUM or stage not in (*STAGES, "reproduce"):
         raise ValueError(
             f"configs/tldr_pythia.py: variant {arg!r}; use SIZE:STAGE[:ROOT] with SIZE in "
-            f"{list(ACCUM)} and STAGE in {list(STAGES)}"
+            f"{list(ACCUM)} and STAGE in {[*STAGES, 'reproduce']}"
         )
     root = parts[2] if len(parts) == 3 else f"runs/tldr_{size}"
+    if stage == "reproduce":
+        return reproduce_config(size, root)
     c = base_config(STAGES[stage], tiny=False)
     c.total_steps = _steps(size, stage)  # 1 epoch (derivation in _steps)
     c.batch_size = 8 if size == "smoke" else BATCH[stage]  # smoke: one row per CPU test device
@@ -200,4 +211,95 @@ def online_dpo_config(size: str, start: str = "sft", root: str | None = None):
         c.init.policy = c.init.policy.removesuffix("/sft") + "/dpo"
     elif start != "sft":
         raise ValueError(f"online_dpo_config: start={start!r}; use sft or dpo")
+    return c
+
+
+def reproduce_config(size: str, root: str) -> ml_collections.ConfigDict:
+    """`rlft reproduce` on TL;DR (task `tldr`): the stages above with the paper's settings.
+
+    Labels are the pipeline's: two SFT samples per training post, labelled by Bradley-Terry
+    on the gold judge (ROUGE-L vs the reference summary), not the human comparisons. Steps
+    are one epoch; learning rates are constant (the pipeline trains arms in segments to
+    evaluate along the way), where the stage configs above decay them on a cosine.
+    """
+    smoke = size == "smoke"
+    c = ml_collections.ConfigDict()
+    c.tasks = ("tldr",)  # rlft.tasks.tldr.TldrTask
+    d = _data(size, "sft", root)
+    c.task_knobs = {
+        "tldr": dict(
+            data_dir=d.data_dir,  # tldr_sft/ prepared here from manual_dir on first use
+            manual_dir=d.manual_dir,
+            tokenizer=d.tokenizer,
+            max_query_len=d.max_query_len,  # P
+            response_len=d.response_len,  # R: reference summary + EOS, and every sample
+            train_split="train",  # SFT demonstrations, preference and PPO prompts
+            eval_split="validation",  # held-out evaluation prompts
+            max_rows=0,
+            write_fixture=d.write_fixture,
+            judge="rouge",  # gold reward; "rm" with gold_rm=<reward-stage workdir>
+            gold_rm="",
+            gold_rm_pooling="last",
+        )
+    }
+    c.seeds = (0,)
+    # Preference pairs: 725 x 128 = 92,800, about the human comparisons train split (92,858);
+    # with the 512 held-out pairs that is 93,312 of the 116,722 training posts.
+    c.label_budgets = (16,) if smoke else (COMPARISON_TRAIN_ROWS // BATCH["dpo"] * BATCH["dpo"],)
+    c.arms = ARMS  # sft, offline_dpo, online_dpo, online_dpo_from_dpo, ppo, oracle_online_dpo
+    m = _model(size)
+    if smoke:
+        m.dtype = "float32"  # bf16 matmuls are slow on CPU; the stage smoke runs cover bf16
+        m.remat = False
+    c.model = m.to_dict()  # policy, reward model and critic
+    c.sft = dict(
+        num_examples=64 if smoke else SFT_TRAIN_ROWS,  # draws from the post pool (1 epoch)
+        steps=48 if smoke else _steps(size, "sft"),  # 1823 x 64 = 116,672 rows
+        batch_size=8 if smoke else BATCH["sft"],
+        learning_rate=1e-3 if smoke else LR["sft"],
+        init="" if smoke else f"checkpoints/pythia-{size}-deduped",  # smoke: random init
+    )
+    c.labels = dict(
+        bt_scale=10.0,  # labeller P(a > b) = sigmoid(10 (rouge_a - rouge_b)); our choice
+        temperature=1.0,  # the two SFT samples of a pair
+        num_val_pairs=8 if smoke else 512,  # held-out pairs for RM / DPO accuracy
+        sources=("sft",),
+    )
+    c.reward = dict(
+        pooling="last",  # the paper's last-token head, normalised on the reference summaries
+        epochs=1.0,
+        batch_size=8 if smoke else BATCH["reward"],
+        learning_rate=1e-3 if smoke else LR["reward"],
+    )
+    c.dpo = dict(
+        beta=0.05,  # every arm, PPO's kl_coef too
+        epochs=1.0,  # offline: the label budget; online: one pair per prompt
+        batch_size=8 if smoke else BATCH["dpo"],
+        learning_rate=1e-3 if smoke else LR["dpo"],
+        eval_points=1 if smoke else 3,  # frontier checkpoints per arm
+    )
+    c.online = dict(
+        num_samples=4 if smoke else ONLINE_DPO["num_samples"],  # K, best/worst by the RM
+        # Sampling, and the online arms' dpo.temperature. Smoke: at 0.1 the tiny SFT policy
+        # draws the same summary K times for every post, which leaves no pairs.
+        temperature=1.0 if smoke else ONLINE_DPO["temperature"],
+        more_prompts_factor=2.3,  # only for the extra arm online_dpo_more_prompts
+    )
+    c.ppo = dict(
+        iterations=2 if smoke else _steps(size, "ppo"),  # rollouts of batch_size prompts
+        batch_size=16 if smoke else BATCH["ppo"],  # 2 minibatches of 8 (one row a device)
+        learning_rate=1e-3 if smoke else LR["ppo"],
+        temperature=0.7,
+        eval_points=1 if smoke else 3,
+    )
+    c.parallel = dict(  # every stage's layout; smoke: data parallel over the CPU test devices
+        data=-1 if smoke else 1,
+        fsdp=1 if smoke else -1,  # params + AdamW split over all chips, as the stage configs
+        accum_steps=max(ACCUM[size].values()),  # one value for all stages: the largest
+    )
+    c.eval = dict(  # samples at temperature 1 on validation posts (the paper: 0.01)
+        num_prompts=8 if smoke else 512,
+        samples_per_prompt=2 if smoke else 4,
+        best_of_n=(1, 2, 4) if smoke else (1, 2, 5, 10, 25),
+    )
     return c

@@ -2,12 +2,21 @@
 
 import os
 
-# The collective timeout: 8 fake devices on 2 busy cores can take longer than XLA's default
-# 40 s to meet at an all-gather, which aborts the process instead of waiting.
+# XLA's CPU client runs every device program on one thread pool sized max(cores, devices):
+# exactly 8 threads here, one per fake device, with no spare. A collective program needs all 8
+# participants running at once; when one thread is taken by other pool work (a compile job
+# waiting for its own sub-tasks was seen), 7 participants block in the rendezvous, the rest is
+# queued behind them, and XLA aborts the whole test process when the collective timeout
+# expires (CI died so in the 8-device CLI chain). NPROC (read by XLA's DefaultThreadPoolSize)
+# gives the pool spare threads. Single-threaded Eigen removes the other known pool wedge
+# (nested intra-op waits) and costs nothing with 8 devices on 2 cores. The timeout stays
+# above XLA's 40 s default so a merely slow, loaded machine still passes.
+os.environ.setdefault("NPROC", "32")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
-    + " --xla_cpu_collective_call_terminate_timeout_seconds=600"
+    + " --xla_cpu_multi_thread_eigen=false"
+    + " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 ).strip()
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")

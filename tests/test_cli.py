@@ -1,16 +1,28 @@
-"""`rlft train` end to end: every tiny config trains through the CLI, chained, and learns."""
+"""`rlft train` end to end: every tiny config trains through the CLI, chained, and learns; the
+other reward-model classes (`reward.pooling`) train, score and drive PPO on the same chain."""
 
+import math
 import os
 
 import pytest
 
 from rlft.cli import main
-from rlft.config import REPO_CONFIGS
+from rlft.config import REPO_CONFIGS, load_config, parse_config
+from rlft.data.sources import bundle_from_config
+from rlft.experiments.policy_ops import rm_scores
+from rlft.parallel import make_mesh
+from rlft.train.checkpoint import CheckpointError, load_params
 from rlft.train.metrics import read_metrics
+from rlft.train.ppo_stage import load_reward_model
+from rlft.train.stages import NORMALIZE_ROWS
 
 
 def _cfg(name: str) -> str:
     return f"--config={os.path.join(REPO_CONFIGS, name)}.py:tiny"
+
+
+def _tiny_reward():
+    return parse_config(load_config(os.path.join(REPO_CONFIGS, "reward.py"), "tiny"))
 
 
 def _mean(rows, key):
@@ -55,6 +67,59 @@ def test_tiny_ppo_learns(runs):
 
 def test_reward_model_is_normalised(runs):
     assert "reward_offset" in read_metrics(runs["reward"])[-1]
+
+
+LR = {"sum": 5e-4, "bilinear": 5e-2}  # a zero-initialised table wants a larger step
+
+
+@pytest.fixture(scope="module")
+def rm_classes(runs, tmp_path_factory):
+    """Reward models of the `sum` and `bilinear` classes on the chain's SFT policy, and PPO
+    against the bilinear one (its critic takes the SFT backbone: the RM has none)."""
+    root = tmp_path_factory.mktemp("rm_classes")
+    wd = {name: str(root / name) for name in ("sum", "bilinear", "ppo")}
+    for pooling in ("sum", "bilinear"):
+        argv = [_cfg("reward"), f"--config.init.policy={runs['sft']}", "--config.total_steps=16"]
+        argv += [
+            f"--config.reward.pooling={pooling}",
+            f"--config.optim.learning_rate={LR[pooling]}",
+        ]
+        assert main(["train", *argv, f"--workdir={wd[pooling]}", "--noprogress"]) == 0, pooling
+    argv = [
+        _cfg("ppo"),
+        f"--config.init.policy={runs['sft']}",
+        f"--config.init.reward={wd['bilinear']}",
+    ]
+    argv += ["--config.total_steps=2", "--config.log_every=1"]
+    assert main(["train", *argv, f"--workdir={wd['ppo']}", "--noprogress"]) == 0
+    return wd
+
+
+@pytest.mark.parametrize("pooling", ["sum", "bilinear"])
+def test_reward_classes_train_and_score(runs, rm_classes, pooling):
+    """The class trains (that it learns: tests/test_reward_classes.py), is normalised on the
+    reference (its mean score there is 0), and the scorer of Best-of-N, online DPO and the
+    diagnostics reads it from its checkpoint."""
+    last = read_metrics(rm_classes[pooling])[-1]
+    assert math.isfinite(last["loss"]) and "reward_offset" in last
+    run = _tiny_reward()
+    params, read_as = load_reward_model(rm_classes[pooling], run.model, make_mesh())
+    assert read_as == pooling
+    sft = bundle_from_config(run.data, progress=False).sft
+    reference = {k: v[:NORMALIZE_ROWS] for k, v in sft.items()}
+    scores = rm_scores(run.model, params, reference, make_mesh(), pooling=pooling)
+    assert abs(float(scores.mean())) < 1e-4 and scores.std() > 0.01
+
+
+def test_tiny_ppo_runs_on_a_bilinear_reward_model(rm_classes):
+    rows = read_metrics(rm_classes["ppo"])
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert rows[-1]["rollout/score"] != rows[0]["rollout/score"]
+
+
+def test_reward_model_kind_is_checked(rm_classes):
+    with pytest.raises(CheckpointError, match="'bilinear' model, a 'scalar' model was expected"):
+        load_params(rm_classes["bilinear"], "reward", "scalar", _tiny_reward().model, make_mesh())
 
 
 def test_unknown_override_is_rejected(tmp_path, capsys):

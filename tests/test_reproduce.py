@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, load_config
+from rlft.config import REPO_CONFIGS, load_config, parse_config
 from rlft.experiments import arms, diagnostics, policy_ops
 from rlft.experiments.reproduce import run_reproduce
-from rlft.experiments.spec import ARMS, parse_reproduce
+from rlft.experiments.spec import ARMS, ParallelSpec, parse_reproduce
 from rlft.experiments.verdicts import NOT_RUN
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
@@ -115,6 +115,27 @@ def test_reproduce_config_rejects_unknown_arm_and_task():
     c = load_config(REPRODUCE)
     c.labels.sources = ("sft", "broad")
     with pytest.raises(ValueError, match="broad"):
+        parse_reproduce(c)
+
+
+def test_parallel_section_lays_out_every_stage():
+    """`parallel` reaches each stage's mesh and accumulation; left out, the defaults apply."""
+    c = load_config(REPRODUCE)
+    c.parallel = dict(data=1, fsdp=-1, accum_steps=4)
+    stage = arms.stage_config(
+        "dpo", parse_reproduce(c), seed=0, steps=3, batch_size=8, learning_rate=1e-3
+    )
+    assert (stage["mesh"]["data"], stage["mesh"]["fsdp"], stage["optim"]["accum_steps"]) == (
+        1,
+        -1,
+        4,
+    )
+    run = parse_config(stage)  # what `train` checks: 8 rows split into 4 micro-batches
+    assert run.optim.accum_steps == 4 and run.mesh.fsdp == -1
+    del c.parallel
+    assert parse_reproduce(c).parallel == ParallelSpec()
+    c.parallel = dict(data=1, tensor=2)
+    with pytest.raises(ValueError, match="config.parallel.tensor"):
         parse_reproduce(c)
 
 

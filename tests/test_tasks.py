@@ -297,7 +297,7 @@ def test_make_preference_pairs_layout():
 
 
 # ---------------------------------------------------------------- the family
-@pytest.mark.parametrize("name", sorted(TASKS))
+@pytest.mark.parametrize("name", sorted(set(TASKS) - {"tldr"}))  # tldr: test_tldr_reproduce.py
 def test_task_contract(name):
     task = make_task(name)
     assert task.vocab_size <= 128 and task.prompt_len <= 16 and task.response_len <= 16

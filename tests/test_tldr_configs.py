@@ -94,8 +94,8 @@ def test_smoke_variant_has_the_same_shape(stage):
         assert smoke.init.policy == "/tmp/root/sft"
 
 
-def test_online_dpo_is_documented_not_runnable():
-    with pytest.raises(ValueError, match="not wired for TL;DR"):
+def test_online_dpo_points_at_reproduce():
+    with pytest.raises(ValueError, match=r"rlft reproduce --config=configs/tldr_pythia.py:1.4b"):
         load_config(CONFIG, "1.4b:online_dpo")
     module = _module()
     assert module.ONLINE_DPO == {"num_samples": 25, "temperature": 0.1, "max_new_tokens": 53}

@@ -44,7 +44,10 @@ def stage_config(
         log_every=max(1, steps // 10),
         model=dict(spec.raw["model"]),
     )
-    c["optim"].update(learning_rate=learning_rate, schedule="constant")
+    c["optim"].update(
+        learning_rate=learning_rate, schedule="constant", accum_steps=spec.parallel.accum_steps
+    )
+    c["mesh"].update(data=spec.parallel.data, fsdp=spec.parallel.fsdp)
     c["init"].update(init or {})
     c.update(sections)
     return c

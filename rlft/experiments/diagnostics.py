@@ -127,9 +127,10 @@ def policy_distances(b, arm_names) -> dict[str, dict]:
 
     Over the eval prompts, one forward pass per policy (a `reproduce.Budget` whose arms are
     trained). On the bandit, `tv_to_soft_optimal` compares the arm restricted to the choice
-    tokens and renormalised with optimal_policy(beta) for the SFT reference restricted the
-    same way: pi*(y | x) ~ pi_sft(y | x) exp(r(x, y) / beta), the optimum of the KL-regularised
-    objective every arm shares (the reward ignores later tokens, so the first token is all).
+    tokens and renormalised with the soft optimum for the SFT reference restricted the same
+    way: pi*(y | x) ~ pi_sft(y | x) exp(s r(x, y) / beta) with s = labels.bt_scale (the labels
+    identify s r), the optimum of the KL-regularised objective every arm shares (the reward
+    ignores later tokens, so the first token is all).
     `choice_mass` is the probability the arm puts on choice tokens at all.
     """
     ts = b.ts
@@ -148,7 +149,10 @@ def policy_distances(b, arm_names) -> dict[str, dict]:
             "prompt_tokens": (task.first_context + np.arange(c, dtype=np.int32))[:, None],
             "prompt_mask": np.ones((c, 1), bool),
         }
-        optimal_CxM = task.optimal_policy(beta, _choices(task, probs("sft", contexts))[0])
+        # Bradley-Terry labels at scale s identify the reward s * r, so the KL-regularised
+        # optimum every arm estimates is pi_sft exp(s r / beta): beta / s in r's units.
+        scale = ts.spec.labels.bt_scale
+        optimal_CxM = task.optimal_policy(beta / scale, _choices(task, probs("sft", contexts))[0])
         target = optimal_CxM[prompts["prompt_tokens"][:, -1] - task.first_context]
     out = {}
     for arm in arm_names:

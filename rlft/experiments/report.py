@@ -5,7 +5,8 @@ the records, averages every (task, label budget, arm) cell over seeds with Stude
 intervals (stats.py), decides each hypothesis' verdict from those numbers (arms paired by
 seed), validates the result and writes
 
-    workdir/results.json   config, raw runs, summaries, diagnostics, comparisons, verdicts
+    workdir/results.json   config, raw runs, summaries, diagnostics, comparisons, verdicts,
+                           and on the bandit the exact tabular control ("isomorphic", control.py)
     workdir/report.md      tables, verdicts and plots (relative links)
     workdir/plots/*.png
 
@@ -21,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping
 
-from rlft.experiments import stats, verdicts
+from rlft.experiments import control, stats, verdicts
 from rlft.experiments.plots import make_plots
 from rlft.experiments.results_schema import (
     ARMS,
@@ -233,6 +234,7 @@ def build_results(config, records: Mapping) -> dict:
         "tasks": _clean(records["tasks"]),
         "task_roles": dict(TASK_ROLES),
         "wall_time_s": float(records["wall_time_s"]),
+        "isomorphic": control.summarize(records["diagnostics"], order),
     }
     results["hypotheses"] = hypotheses(runs_index, diag_index, order, results["config"])
     results["plots"], results["plots_skipped"] = [], []
@@ -386,13 +388,14 @@ def render_report(results: Mapping) -> str:
     sections = [
         "\n".join(head),
         verdicts_markdown(results),
+        control.markdown(results),
         summary_markdown(results),
         _comparisons_markdown(results),
         _diagnostics_markdown(results),
         _overoptimisation_markdown(results),
         "\n".join(notes),
     ]
-    return "\n".join(sections)
+    return "\n".join(s for s in sections if s)  # control.markdown is empty off the bandit
 
 
 # ----------------------------------------------------------------------------- writing

@@ -26,10 +26,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlft.data.bundle import DataBundle
-from rlft.experiments import arms, diagnostics, policy_ops
+from rlft.experiments import arms, control, diagnostics, policy_ops
 from rlft.experiments.spec import ReproduceSpec, parse_reproduce, task_key
+from rlft.objectives import reward
 from rlft.parallel import make_mesh
-from rlft.tasks import Task, make_prompt_arrays, make_sft_arrays, make_task
+from rlft.tasks import BanditTask, Task, make_prompt_arrays, make_sft_arrays, make_task
 from rlft.train.checkpoint import load_params
 from rlft.train.loop import train
 
@@ -62,7 +63,7 @@ class TaskSeed:
                 f"{cfg.vocab_size}; raise config.model.vocab_size"
             )
         self.sft_arrays = make_sft_arrays(t, spec.sft.num_examples, self.rng)
-        self.eval_prompts = make_prompt_arrays(t, spec.eval.num_prompts, self.rng)
+        self.eval_prompts = make_prompt_arrays(t, spec.eval.num_prompts, self.rng, held_out=True)
         n_pref = max(spec.label_budgets) + spec.labels.num_val_pairs
         self.pref_prompts = make_prompt_arrays(t, n_pref, self.rng)
         self.bundle = DataBundle(t.eos_id, t.pad_id, t.vocab_size, sft=self.sft_arrays)
@@ -75,7 +76,11 @@ class TaskSeed:
         path = os.path.join(self.dir, "sft")
         train(
             self.config(
-                "mle", steps=s.steps, batch_size=s.batch_size, learning_rate=s.learning_rate
+                "mle",
+                steps=s.steps,
+                batch_size=s.batch_size,
+                learning_rate=s.learning_rate,
+                init={"policy": s.init},  # "": random init; else a pretrained checkpoint
             ),
             path,
             progress=False,
@@ -175,10 +180,16 @@ class Budget:
             progress=False,
             data=bundle,
         )
-        self.rm_params = load_params(self.rm_dir, "reward", "scalar", ts.spec.model, ts.mesh)
+        kind = reward.model_kind(r.pooling)
+        self.rm_params = load_params(self.rm_dir, "reward", kind, ts.spec.model, ts.mesh)
 
     def dpo_arm(self, name: str, pairs: dict, init_dir: str, temperature: float = 1.0) -> dict:
         ts, d = self.ts, self.ts.spec.dpo
+        if not len(pairs["chosen_tokens"]):  # best_worst_pairs drops prompts whose K tie
+            raise ValueError(
+                f"{name}: no preference pairs, every prompt's samples scored equal; raise "
+                f"config.online.temperature or num_samples"
+            )
         bundle = DataBundle(ts.task.eos_id, ts.task.pad_id, ts.task.vocab_size, pairs=pairs)
         total = arms.epochs_to_steps(d.epochs, len(pairs["chosen_tokens"]), d.batch_size)
 
@@ -345,6 +356,9 @@ def run_budget(b: Budget, arm_names: tuple[str, ...], bar) -> tuple[list[dict], 
         distances = diagnostics.policy_distances(b, arm_names)
         for run in runs:
             run["policy_distance"] = distances[run["arm"]]
+    if isinstance(b.ts.task, BanditTask):  # the isomorphic control, also solved exactly
+        path = os.path.join(b.dir, "isomorphic.json")
+        diag = {**diag, "isomorphic": _cached(path, lambda: control.measure(b, arm_names))}
     return runs, {**keys, **diag}
 
 
@@ -363,7 +377,7 @@ def learning_curves(diags: list[dict]) -> list[dict]:
 def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
     """Run every task x seed x source x budget x arm; write results.json, report.md and plots."""
     spec = parse_reproduce(config)
-    mesh = make_mesh(-1, 1)
+    mesh = make_mesh(spec.parallel.data, spec.parallel.fsdp)
     start = time.time()
     sources = spec.labels.sources
     per_seed = 1 + len(sources) * len(spec.label_budgets) * (1 + len(spec.arms))

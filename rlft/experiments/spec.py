@@ -5,6 +5,8 @@ from typing import Any
 
 from rlft.config import ConfigError, _as_dict, _model, to_dataclass
 from rlft.models import ModelConfig
+from rlft.models.bilinear import check_vocab
+from rlft.objectives.reward import RewardHparams, model_kind
 from rlft.tasks import TASKS
 
 ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
@@ -22,6 +24,7 @@ class SftSpec:
     steps: int = 400
     batch_size: int = 64
     learning_rate: float = 1e-3
+    init: str = ""  # starting policy: "" random init, else an HF / rlft checkpoint dir (Pythia)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +37,7 @@ class LabelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class RewardSpec:
-    pooling: str = "last"  # the reward-model class: last (paper) | mean (pooled over response)
+    pooling: str = "last"  # the reward-model class: last (paper) | mean | sum | bilinear
     epochs: float = 4.0  # passes over the label budget
     batch_size: int = 64
     learning_rate: float = 5e-4
@@ -66,6 +69,18 @@ class PpoSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParallelSpec:
+    """Optional section: how every stage is laid out (defaults: data parallel, no accumulation).
+
+    At Pythia scale set data=1, fsdp=-1 (params and AdamW split over all devices) and
+    accum_steps so that each stage's batch_size / accum_steps rows fit a device."""
+
+    data: int = -1  # mesh.data of every stage; -1: all devices
+    fsdp: int = 1  # mesh.fsdp of every stage; -1: all devices
+    accum_steps: int = 1  # optim.accum_steps of every training stage
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalSpec:
     num_prompts: int = 256  # held-out prompts
     samples_per_prompt: int = 4  # policy samples per prompt (temperature 1: the policy itself)
@@ -87,6 +102,7 @@ class ReproduceSpec:
     online: OnlineSpec
     ppo: PpoSpec
     eval: EvalSpec
+    parallel: ParallelSpec = ParallelSpec()
     raw: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
@@ -99,12 +115,14 @@ SECTIONS = {
     "ppo": PpoSpec,
     "eval": EvalSpec,
 }
+OPTIONAL = {"parallel": ParallelSpec}  # sections a config may leave out (defaults apply)
 TOP = ("tasks", "task_knobs", "seeds", "label_budgets", "arms", "model", *SECTIONS)
 
 
 def parse_reproduce(config: Any) -> ReproduceSpec:
     raw = _as_dict(config, "")
-    unknown, missing = sorted(set(raw) - set(TOP)), sorted(set(TOP) - set(raw))
+    unknown = sorted(set(raw) - set(TOP) - set(OPTIONAL))
+    missing = sorted(set(TOP) - set(raw))
     if unknown or missing:
         raise ConfigError(
             f"reproduce config: unknown keys {unknown}, missing keys {missing}; "
@@ -123,22 +141,34 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     if stray:
         raise ConfigError(f"config.task_knobs has entries {stray} for tasks not in config.tasks")
     sections = {k: to_dataclass(cls, raw[k], k) for k, cls in SECTIONS.items()}
+    sections |= {k: to_dataclass(cls, raw[k], k) for k, cls in OPTIONAL.items() if k in raw}
     sections["eval"] = dataclasses.replace(
         sections["eval"], best_of_n=tuple(sections["eval"].best_of_n)
     )
     sections["labels"] = _check_sources(sections["labels"])
     if sections["online"].more_prompts_factor < 1.0:
         raise ConfigError("config.online.more_prompts_factor must be >= 1 (it adds prompts)")
+    model = _model(raw["model"], "model")
+    _check_reward_class(sections["reward"].pooling, model)  # before SFT, not after it
     return ReproduceSpec(
         tasks=tuple(raw["tasks"]),
         task_knobs=knobs,
         seeds=tuple(raw["seeds"]),
         label_budgets=tuple(raw["label_budgets"]),
         arms=tuple(raw["arms"]),
-        model=_model(raw["model"], "model"),
+        model=model,
         raw=raw,
         **sections,
     )
+
+
+def _check_reward_class(pooling: str, model: ModelConfig) -> None:
+    try:
+        RewardHparams(pooling)
+        if model_kind(pooling) == "bilinear":
+            check_vocab(model)
+    except ValueError as e:
+        raise ConfigError(f"config.{e}") from e
 
 
 def _check_sources(labels: LabelSpec) -> LabelSpec:

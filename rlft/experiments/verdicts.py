@@ -245,7 +245,50 @@ def hypotheses(runs_index: dict, diag_index: dict, order: list[str], config=None
     rows += [r for t in h4_tasks for r in _paired_rows("H4", runs_index, t, "positive")] or [
         _not_run("H4", "no tasks suffixed _narrow or _wide")
     ]
-    rows += _paired_rows("control", runs_index, _role("control", config), "zero")
+    control = _role("control", config)
+    rows += _paired_rows("control", runs_index, control, "zero")
+    rows += _exact_control_rows(diag_index, control)
+    return rows
+
+
+EXACT_TV_TOL = 1e-6  # the tabular roads "coincide" when TV(pi_RL, pi_DPO) is below this
+
+
+def _exact_control_rows(diag_index: dict, task: str) -> list[dict]:
+    """The control against its exact tabular solution (control.py), where it was recorded.
+
+    One row: the tabular roads' TV(pi_RL, pi_DPO), supported when below EXACT_TV_TOL in every
+    seed. Then per trained online arm: its first-token TV to the exact optimum minus offline
+    DPO's, paired by seed; Theorem 2.2 predicts zero (neither road ends closer).
+    """
+    rows = []
+    for budget in sorted(b for t, b in diag_index if t == task):
+        recs = [d.get("isomorphic") for _, d in sorted(diag_index[task, budget].items())]
+        if not recs or None in recs:
+            continue
+        tvs = [r["tv_rl_dpo"] for r in recs]
+        worst = max(r["tv_rl_dpo_max"] for r in recs)
+        grad = max(r[k]["grad_norm"] for r in recs for k in ("rm_fit", "dpo_fit"))
+        verdict = "supported" if worst < EXACT_TV_TOL else "contradicted"
+        note = f"max over contexts and seeds {worst:.1e}; Newton, final max |grad| {grad:.1e}"
+        quantity = "exact tabular TV(pi_RL, pi_DPO), same pairs, both roads converged"
+        rows.append(
+            _row("control", task, budget, quantity, stats.mean_ci95(tvs), verdict, len(tvs), note)
+        )
+        arms = [a for a in recs[0]["arms"] if a not in ("sft", "offline_dpo")]
+        for arm in arms:
+            if not all(arm in r["arms"] for r in recs):
+                continue
+            mine = [r["arms"][arm]["tv_to_exact"] for r in recs]
+            base = [r["arms"]["offline_dpo"]["tv_to_exact"] for r in recs]
+            est, verdict = _judge([a - b for a, b in zip(mine, base, strict=True)], "zero")
+            to_off = np.mean([r["arms"][arm]["tv_to_offline_dpo"] for r in recs])
+            note = (
+                f"TV to exact: {arm} {_num(np.mean(mine))}, offline_dpo {_num(np.mean(base))}; "
+                f"TV({arm}, offline_dpo) {_num(to_off)}"
+            )
+            quantity = f"first-token TV to the exact optimum, {arm} - offline_dpo"
+            rows.append(_row("control", task, budget, quantity, est, verdict, len(mine), note))
     return rows
 
 

@@ -1,17 +1,22 @@
-"""Models: a GPT-NeoX decoder with a language-model head or a scalar (reward/value) head."""
+"""Models: a GPT-NeoX decoder with a language-model head or a scalar (reward/value) head, and
+a transformer-free bilinear reward model (the simple feature class)."""
 
 import jax
 import jax.numpy as jnp
 
+from rlft.models.bilinear import BilinearRewardModel, bilinear_reward
 from rlft.models.config import PRESETS, ModelConfig, model_config
 from rlft.models.transformer import KVCache, LanguageModel, ScalarModel, init_kv_cache
 
 __all__ = [
+    "MODEL_KINDS",
     "PRESETS",
+    "BilinearRewardModel",
     "KVCache",
     "LanguageModel",
     "ModelConfig",
     "ScalarModel",
+    "bilinear_reward",
     "causal_mask",
     "init_kv_cache",
     "init_params",
@@ -22,7 +27,7 @@ __all__ = [
     "scalar_values",
 ]
 
-MODEL_KINDS = {"lm": LanguageModel, "scalar": ScalarModel}
+MODEL_KINDS = {"lm": LanguageModel, "scalar": ScalarModel, "bilinear": BilinearRewardModel}
 
 
 def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
@@ -44,12 +49,14 @@ def last_index(mask_BxT: jax.Array) -> jax.Array:
 
 
 def init_params(kind: str, cfg: ModelConfig, rng: jax.Array, seq_len: int = 8):
-    """Params (boxed with logical axis names) of a `lm` or `scalar` model."""
+    """Params (boxed with logical axis names) of a model kind in MODEL_KINDS."""
     tokens_BxT = jnp.zeros((1, seq_len), jnp.int32)
     mask_BxT = jnp.ones((1, seq_len), bool)
-    return MODEL_KINDS[kind](cfg).init(
-        rng, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
-    )["params"]
+    if kind == "bilinear":  # reads token ids and masks, no positions or attention
+        inputs = (tokens_BxT, mask_BxT, mask_BxT)
+    else:
+        inputs = (tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT))
+    return MODEL_KINDS[kind](cfg).init(rng, *inputs)["params"]
 
 
 def lm_logits(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:

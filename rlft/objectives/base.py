@@ -13,7 +13,7 @@ class Models:
     """Model configs by role; params arrive as a dict with the same keys."""
 
     policy: ModelConfig | None = None  # language model ("lm")
-    reward: ModelConfig | None = None  # scalar model read at the last real token
+    reward: ModelConfig | None = None  # reward model, read as reward.pooling says
     critic: ModelConfig | None = None  # scalar model read at every position (PPO value)
 
 

@@ -1,7 +1,18 @@
-"""Bradley–Terry reward model: a scalar head read at the last real token, or mean-pooled.
+"""Bradley–Terry reward models; `pooling` is the reward-model class (PROTOTYPE-NOTES lesson 2).
 
-The pooling is the reward-model class knob (PROTOTYPE-NOTES lesson 2): "last" is the paper's
-head; "mean" averages the per-token scores over the response tokens.
+Three classes read a ScalarModel (SFT backbone + head v_t = w.h_t + b at every position) and
+one has no transformer:
+  last      r = v_T at the last real token: the paper's head;
+  mean      r = (1/|y|) sum_{t in y} v_t, pooled over the response tokens y (`loss_mask`);
+  sum       r = b + sum_{t in y} (v_t - b): additive per-token rewards w.h_t plus one offset;
+  bilinear  r = b + sum_{t in y} (mean_{i in x} W[x_i, y_t] + u[y_t]): the simple feature model,
+            a prompt-token x response-token table (`rlft.models.bilinear`, V <= 4096).
+In every class the offset b (`scalar_head/bias`) enters r exactly once, so the normalisation
+after training (`rlft.train.stages.normalize_reward_model`) shifts every score by the same
+constant, and Bradley-Terry never moves it. For `sum` that means b is not summed |y| times; the
+class is unchanged (a constant per token is still w.h_t's job) and b = 0 at init, where
+sum = |y| x mean. Every reader of a reward model goes through `sequence_reward` and loads params
+of kind `model_kind(pooling)`.
 """
 
 import dataclasses
@@ -9,19 +20,24 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlft.models import ModelConfig, last_index, scalar_values
+from rlft.models import ModelConfig, bilinear_reward, last_index, scalar_values
 from rlft.objectives.base import LossOut, Models
 
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "sum", "bilinear")
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardHparams:
-    pooling: str = "last"  # last (the paper's head) | mean (over response tokens)
+    pooling: str = "last"  # last (the paper's head) | mean | sum (over response) | bilinear
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"reward.pooling={self.pooling!r}; choose one of {POOLINGS}")
+
+
+def model_kind(pooling: str) -> str:
+    """The model kind (`rlft.models.MODEL_KINDS`) whose params a reward class reads."""
+    return "bilinear" if pooling == "bilinear" else "scalar"
 
 
 def sequence_reward(
@@ -32,15 +48,20 @@ def sequence_reward(
     loss_mask_BxT: jax.Array | None = None,
     pooling: str = "last",
 ) -> jax.Array:
-    """r(x, y): the scalar model's output at the last real token of each row ("last"), or the
-    mean of its outputs over the response tokens `loss_mask_BxT` ("mean")."""
+    """r(x, y) [B] of the reward class `pooling` (module docstring); all but "last" need
+    `loss_mask_BxT`, the response tokens."""
+    if pooling not in POOLINGS or (pooling != "last" and loss_mask_BxT is None):
+        raise ValueError(f"pooling={pooling!r} needs one of {POOLINGS} (all but last: loss_mask)")
+    if pooling == "bilinear":
+        return bilinear_reward(cfg, params, tokens_BxT, mask_BxT, loss_mask_BxT)
     values_BxT = scalar_values(cfg, params, tokens_BxT, mask_BxT)
     if pooling == "last":
         return jnp.take_along_axis(values_BxT, last_index(mask_BxT)[:, None], axis=-1)[:, 0]
-    if pooling != "mean" or loss_mask_BxT is None:
-        raise ValueError(f"pooling={pooling!r} needs one of {POOLINGS} (mean needs loss_mask)")
     m_BxT = loss_mask_BxT.astype(values_BxT.dtype)
-    return jnp.sum(values_BxT * m_BxT, -1) / jnp.maximum(jnp.sum(m_BxT, -1), 1.0)
+    if pooling == "mean":
+        return jnp.sum(values_BxT * m_BxT, -1) / jnp.maximum(jnp.sum(m_BxT, -1), 1.0)
+    b = params["scalar_head"]["bias"][0]  # counted once (module docstring)
+    return jnp.sum((values_BxT - b) * m_BxT, -1) + b
 
 
 def bradley_terry(chosen_reward_B: jax.Array, rejected_reward_B: jax.Array) -> jax.Array:

@@ -6,6 +6,7 @@ TASKS maps a name to a constructor taking the task's knobs as keywords (unknown 
     keyed_short  the same verifier with one response token (response_len=2): gap mostly removed
     rouge        ROUGE-L against a hidden reference: verification as hard as generation
     bandit       a free reward table and a softmax policy: the isomorphic control
+    tldr         Reddit TL;DR (real data): reference summaries, ROUGE-L or a gold RM as the judge
 """
 
 from rlft.tasks.bandit import BanditConfig, BanditTask, soft_optimal
@@ -27,6 +28,7 @@ from rlft.tasks.labels import (
     sigmoid,
 )
 from rlft.tasks.rouge import RougeConfig, RougeTask, lcs_length, rouge_l
+from rlft.tasks.tldr import TldrTask, TldrTaskConfig
 
 
 def keyed(**knobs) -> KeyedTask:
@@ -45,7 +47,17 @@ def bandit(**knobs) -> BanditTask:
     return BanditTask(BanditConfig(**knobs))
 
 
-TASKS = {"keyed": keyed, "keyed_short": keyed_short, "rouge": rouge, "bandit": bandit}
+def tldr(**knobs) -> TldrTask:
+    return TldrTask(TldrTaskConfig(**knobs))
+
+
+TASKS = {
+    "keyed": keyed,
+    "keyed_short": keyed_short,
+    "rouge": rouge,
+    "bandit": bandit,
+    "tldr": tldr,
+}
 
 
 def make_task(name: str, **knobs) -> Task:
@@ -65,6 +77,8 @@ __all__ = [
     "RougeConfig",
     "RougeTask",
     "Task",
+    "TldrTask",
+    "TldrTaskConfig",
     "best_worst",
     "bradley_terry_labels",
     "lcs_length",

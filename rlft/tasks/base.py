@@ -5,7 +5,9 @@ knob `seed` fixes the task's hidden tables (reward tables, grammar, reference pr
 `rng` passed to `sample_prompts` / `demonstrate` fixes the draws. Same seed, same rng state,
 same data.
 
-Token ids 0 (PAD) and 1 (EOS) are reserved at the bottom of every task's vocabulary. Arrays use
+Token ids 0 (PAD) and 1 (EOS) are reserved at the bottom of every synthetic task's vocabulary;
+a dataset task (rlft/tasks/tldr.py) sets `pad_id` / `eos_id` from its tokenizer, and the
+pipeline reads them from the task, never from these constants. Arrays use
 rlft's batch layout (rlft/data/arrays.py): prompts left-padded to P, responses right-padded to
 R, where R counts the EOS. The verifier reads a response as its masked tokens up to the first
 EOS: the "content" is what precedes that EOS, and a response with no EOS (it ran out of slots)
@@ -43,7 +45,7 @@ def split_sequences(tokens_NxT: np.ndarray, mask_NxT: np.ndarray, prompt_len: in
 
 
 class Task(abc.ABC):
-    """A synthetic prompt/response task whose gold reward is a programmatic verifier."""
+    """A prompt/response task whose gold reward is a verifier (a program, or a judge on data)."""
 
     name: str = "task"
     pad_id: int = PAD_ID
@@ -69,6 +71,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def sample_prompts(self, n: int, rng: np.random.Generator) -> list[list[int]]: ...
 
+    def sample_eval_prompts(self, n: int, rng: np.random.Generator) -> list[list[int]]:
+        """Held-out prompts for evaluation: fresh draws here; a dataset task uses its eval split."""
+        return self.sample_prompts(n, rng)
+
     @abc.abstractmethod
     def demonstrate(self, prompts, rng: np.random.Generator) -> list[list[int]]:
         """The noisy "human" demonstrator: one response per prompt, each ending with EOS."""
@@ -93,7 +99,8 @@ class Task(abc.ABC):
             strict=True,
         )
         parts = [
-            self.score_one([int(t) for t in p[m]], *split_response(r[rm])) for p, m, r, rm in rows
+            self.score_one([int(t) for t in p[m]], *split_response(r[rm], self.eos_id))
+            for p, m, r, rm in rows
         ]
         if not parts:
             return {"reward": np.zeros(0)}
@@ -120,7 +127,10 @@ def make_sft_arrays(task: Task, n: int, rng: np.random.Generator) -> dict[str, n
     return pack_sequences(prompts, demos, task.prompt_len, task.response_len, task.pad_id)
 
 
-def make_prompt_arrays(task: Task, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """n prompts, left-padded: {'prompt_tokens', 'prompt_mask'} [n, P]."""
-    tokens, mask = pack_prompts(task.sample_prompts(n, rng), task.prompt_len, task.pad_id)
+def make_prompt_arrays(
+    task: Task, n: int, rng: np.random.Generator, held_out: bool = False
+) -> dict[str, np.ndarray]:
+    """n prompts, left-padded: {'prompt_tokens', 'prompt_mask'} [n, P]; `held_out`: eval ones."""
+    draw = task.sample_eval_prompts if held_out else task.sample_prompts
+    tokens, mask = pack_prompts(draw(n, rng), task.prompt_len, task.pad_id)
     return {"prompt_tokens": tokens, "prompt_mask": mask}

@@ -3,11 +3,14 @@
 Rollout (one jitted program, outside the gradient step): sample a response per prompt with the
 KV-cache sampler at the PPO temperature; recompute policy, reference and critic values with
 full forwards (log-probs from logits / temperature); score the sequence with the frozen reward
-model at its last real token (the EOS token, or the last sampled token if none); replace the
-score by `no_eos_penalty` when no EOS was sampled; fold the per-token KL penalty into the reward
+model of its class (`reward.pooling` of the reward stage: for the paper's head, the output at the
+last real token, i.e. the EOS token or the last sampled token if none); replace the score by
+`no_eos_penalty` when no EOS was sampled; fold the per-token KL penalty into the reward
 with the score on the last response token (`rlft.rollout.advantages.ppo_rewards`); GAE; whiten
 advantages. The batch then goes through the same `train_step` as every other objective.
 """
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,11 +19,11 @@ import numpy as np
 from rlft.config import ConfigError, RolloutConfig, RunConfig
 from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
-from rlft.models import lm_logits
+from rlft.models import ModelConfig, lm_logits
 from rlft.objectives.base import Models
 from rlft.objectives.logprobs import token_logprobs
 from rlft.objectives.ppo import token_values
-from rlft.objectives.reward import sequence_reward
+from rlft.objectives.reward import model_kind, sequence_reward
 from rlft.parallel import batch_sharding, shard_batch
 from rlft.rollout.advantages import gae, kl_penalty, masked_whiten, ppo_rewards
 from rlft.rollout.sampler import generate
@@ -103,6 +106,13 @@ def reward_pooling(reward_path: str) -> str:
     return meta.get("config", {}).get("reward", {}).get("pooling", "last")
 
 
+def load_reward_model(reward_path: str, cfg: ModelConfig, mesh) -> tuple[Any, str]:
+    """(params, pooling) of the trained reward model at `reward_path`, of the kind its class
+    reads (`sequence_reward(cfg, params, ..., pooling)` scores with it)."""
+    pooling = reward_pooling(reward_path)
+    return load_params(reward_path, "reward", model_kind(pooling), cfg, mesh), pooling
+
+
 def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     rollout = run.rollout
     if rollout is None:
@@ -117,10 +127,8 @@ def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
         )
     prompts = ArrayDataset(bundle.require("prompts", "ppo"), run.batch_size, run.seed)
     ref_params = load_params(run.init.reference or policy_path, "policy", "lm", run.model, mesh)
-    rm_params = load_params(reward_path, "reward", "scalar", critic_cfg, mesh)
-    rollout_fn = make_rollout_fn(
-        run, rollout, bundle.eos_id, bundle.pad_id, reward_pooling(reward_path)
-    )
+    rm_params, pooling = load_reward_model(reward_path, critic_cfg, mesh)
+    rollout_fn = make_rollout_fn(run, rollout, bundle.eos_id, bundle.pad_id, pooling)
     take = jax.jit(
         lambda b, idx: jax.tree.map(lambda x: x[idx], b), out_shardings=batch_sharding(mesh)
     )
@@ -130,6 +138,10 @@ def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
         state = _replace_params(
             state, "policy", load_params(policy_path, "policy", "lm", run.model, mesh)
         )
+        if model_kind(pooling) != "scalar":  # no backbone in the RM: the SFT one, fresh head
+            lm = load_params(policy_path, "policy", "lm", critic_cfg, mesh)
+            critic = {**state.params["critic"], "backbone": lm["backbone"]}
+            return _replace_params(state, "critic", critic)
         # The critic starts as the reward model; copy, since the train step donates its state.
         return _replace_params(state, "critic", jax.tree.map(jnp.copy, rm_params))
 

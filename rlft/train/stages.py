@@ -17,6 +17,7 @@ from rlft.config import ConfigError, RunConfig
 from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
 from rlft.models import ModelConfig
+from rlft.models.bilinear import check_vocab
 from rlft.objectives import dpo, reward
 from rlft.objectives.base import Models
 from rlft.parallel import shard_batch
@@ -82,29 +83,32 @@ def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
 
 def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     data = ArrayDataset(bundle.require("pairs", "reward"), run.batch_size, run.seed)
+    # The normalisation's reference responses are the SFT demonstrations (data, not a policy).
     reference = bundle.reference or bundle.require("sft", "reward (normalisation)")
+    pooling = run.hparams.pooling
+    kind = reward.model_kind(pooling)
+    if kind == "bilinear":
+        try:
+            check_vocab(run.model)
+        except ValueError as e:
+            raise ConfigError(f"config.{e}") from e
 
     def load_init(state):  # backbone from the SFT policy, fresh scalar head
-        if not run.init.policy:
+        if not run.init.policy or kind == "bilinear":  # no backbone: W, u, b start at zero
             return state
         lm = load_params(run.init.policy, "policy", "lm", run.model, mesh)
         return _replace_params(
             state, "reward", {**state.params["reward"], "backbone": lm["backbone"]}
         )
 
-    def finalize(state):  # reference responses = the SFT demonstrations
+    def finalize(state):
         params, offset = normalize_reward_model(
-            run.model,
-            state.params["reward"],
-            reference,
-            run.batch_size,
-            mesh,
-            run.hparams.pooling,
+            run.model, state.params["reward"], reference, run.batch_size, mesh, pooling
         )
         return _replace_params(state, "reward", params), {"reward_offset": offset}
 
     return Stage(
-        {"reward": ("scalar", run.model)},
+        {"reward": (kind, run.model)},
         Models(reward=run.model),
         load_init,
         _offline_run_step(data, mesh),
@@ -147,7 +151,8 @@ def normalize_reward_model(
     cfg: ModelConfig, params, reference: dict, batch_size: int, mesh, pooling: str = "last"
 ):
     """The paper's normalisation: subtract the mean reward of reference responses (folded into
-    the head bias), so typical scores sit near 0 and PPO's no-EOS penalty means a penalty."""
+    the offset `scalar_head/bias`, which every reward class adds once to r), so typical scores
+    sit near 0 and PPO's no-EOS penalty means a penalty."""
     rows = {k: reference[k][:NORMALIZE_ROWS] for k in ("tokens", "mask", "loss_mask")}
     fn = jax.jit(
         lambda p, b: {
