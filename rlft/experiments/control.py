@@ -35,7 +35,7 @@ def bandit_pairs(pairs: Mapping, rows, task) -> tuple[np.ndarray, ...]:
 
 
 def measure(b, arm_names) -> dict:
-    """Exact tabular roads on a bandit budget (a `reproduce.Budget`), and each arm's distance."""
+    """Exact tabular roads on a bandit budget (a `budget.Budget`), and each arm's distance."""
     from rlft.experiments import arms, diagnostics  # noqa: PLC0415  (JAX: policies)
 
     ts, task = b.ts, b.ts.task

@@ -49,7 +49,7 @@ def best_of_n(scores_NxK: np.ndarray, gold_NxK: np.ndarray, ns) -> list[dict]:
 
 
 def measure(b) -> dict:
-    """Diagnostics of one budget (a `reproduce.Budget` whose RM and offline DPO are trained)."""
+    """Diagnostics of one budget (a `budget.Budget` whose RM and offline DPO are trained)."""
     ts = b.ts
     cfg, mesh, beta = ts.spec.model, ts.mesh, ts.spec.dpo.beta
     dpo_params = arms.load_policy(b.dpo_dir(), cfg, mesh)
@@ -125,7 +125,7 @@ def _choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.nd
 def policy_distances(b, arm_names) -> dict[str, dict]:
     """{arm: mean TV of its first-token distribution to offline DPO's (and the soft optimum)}.
 
-    Over the eval prompts, one forward pass per policy (a `reproduce.Budget` whose arms are
+    Over the eval prompts, one forward pass per policy (a `budget.Budget` whose arms are
     trained). On the bandit, `tv_to_soft_optimal` compares the arm restricted to the choice
     tokens and renormalised with the soft optimum for the SFT reference restricted the same
     way: pi*(y | x) ~ pi_sft(y | x) exp(s r(x, y) / beta) with s = labels.bt_scale (the labels
