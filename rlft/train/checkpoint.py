@@ -149,13 +149,18 @@ def load_params(workdir: str, role: str, kind: str, cfg: ModelConfig, mesh) -> A
             f"{workdir}: role {role!r} is a {saved['kind']!r} model, a {kind!r} model was expected"
         )
     _check_config(workdir, role, saved["config"], cfg)
-    # Restore every saved role (StandardRestore needs the full tree) and keep the one asked for.
-    targets = {
-        r: abstract_params(m["kind"], cfg if r == role else ModelConfig(**m["config"]), mesh)
-        for r, m in models.items()
-    }
+    # Only this role is read (a partial restore): a PPO workdir's critic, or a 2.8B policy's
+    # siblings, never reach memory when one model is asked for.
+    target = {role: abstract_params(saved["kind"], cfg, mesh)}
     manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_names=("params", "train", "meta"))
     restored = manager.restore(
-        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(targets))
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.PyTreeRestore(
+                item=target,
+                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True,
+            )
+        ),
     )
     return restored["params"][role]
