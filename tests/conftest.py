@@ -4,13 +4,13 @@ import os
 
 # XLA's CPU client runs every device program on one thread pool sized max(cores, devices):
 # exactly 8 threads here, one per fake device, with no spare. A collective program needs all 8
-# participants running at once; when one thread is taken by other pool work (a compile job
-# waiting for its own sub-tasks was seen), 7 participants block in the rendezvous, the rest is
-# queued behind them, and XLA aborts the whole test process when the collective timeout
-# expires (CI died so in the 8-device CLI chain). NPROC (read by XLA's DefaultThreadPoolSize)
-# gives the pool spare threads. Single-threaded Eigen removes the other known pool wedge
-# (nested intra-op waits) and costs nothing with 8 devices on 2 cores. The timeout stays
-# above XLA's 40 s default so a merely slow, loaded machine still passes.
+# participants at once; in a hung run (gdb) 7 intra-op threads sat in the all-reduce rendezvous
+# while the 8th device's program was still in a dot fusion on a pool thread, and XLA aborts the
+# whole test process when the collective timeout expires (CI died so in the 8-device CLI
+# chain; 4 of 12 local runs of tests/test_cli.py, 0 of 8 with these settings). NPROC (read by
+# XLA's DefaultThreadPoolSize) gives the pools spare threads. Single-threaded Eigen removes the
+# other known pool wedge (nested intra-op waits) and costs nothing with 8 devices on 2 cores.
+# The timeout stays above XLA's 40 s default so a merely slow, loaded machine still passes.
 os.environ.setdefault("NPROC", "32")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
