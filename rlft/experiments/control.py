@@ -40,16 +40,11 @@ def measure(b, arm_names) -> dict:
 
     ts, task = b.ts, b.ts.task
     cfg, mesh, beta, scale = ts.spec.model, ts.mesh, ts.spec.dpo.beta, ts.spec.labels.bt_scale
-    num_c, ids = task.cfg.num_contexts, task.first_choice + np.arange(task.cfg.num_choices)
-    contexts = {
-        "prompt_tokens": (task.first_context + np.arange(num_c, dtype=np.int32))[:, None],
-        "prompt_mask": np.ones((num_c, 1), bool),
-    }
+    contexts = diagnostics.bandit_contexts(task)
 
     def choice_probs(arm):
         params = ts.sft_params if arm == "sft" else arms.load_policy(b.arm_dir(arm), cfg, mesh)
-        p = np.asarray(diagnostics.first_token_probs(cfg, params, contexts, mesh), np.float64)
-        return p[:, ids] / p[:, ids].sum(-1, keepdims=True), p[:, ids].sum(-1)
+        return diagnostics.choices(task, diagnostics.first_token_probs(cfg, params, contexts, mesh))
 
     ref, _ = choice_probs("sft")
     x, c, r, keep = bandit_pairs(b.pairs, b.train_rows, task)

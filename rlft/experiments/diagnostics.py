@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from rlft.experiments import arms, policy_ops
+from rlft.experiments.isomorphic import total_variation
 from rlft.models import ModelConfig, lm_logits
 from rlft.tasks import BanditTask
 from rlft.train.stages import forward_dataset
@@ -108,13 +109,16 @@ def first_token_probs(cfg: ModelConfig, params, prompts: dict, mesh) -> np.ndarr
     ]
 
 
-def total_variation(p_NxV: np.ndarray, q_NxV: np.ndarray) -> np.ndarray:
-    """TV(p, q) = 1/2 sum_y |p(y) - q(y)| per row [N], in float64."""
-    diff_NxV = np.asarray(p_NxV, np.float64) - np.asarray(q_NxV, np.float64)
-    return 0.5 * np.sum(np.abs(diff_NxV), axis=-1)
+def bandit_contexts(task: BanditTask) -> dict:
+    """Every bandit context once, as prompt arrays [C, 1] (row c is context c)."""
+    c = task.cfg.num_contexts
+    return {
+        "prompt_tokens": (task.first_context + np.arange(c, dtype=np.int32))[:, None],
+        "prompt_mask": np.ones((c, 1), bool),
+    }
 
 
-def _choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the policy restricted to the bandit's choice tokens and renormalised [N, M], mass [N])."""
     ids = task.first_choice + np.arange(task.cfg.num_choices)
     p_NxM = np.asarray(probs_NxV[:, ids], np.float64)
@@ -144,22 +148,18 @@ def policy_distances(b, arm_names) -> dict[str, dict]:
     offline = probs("offline_dpo")
     target = None
     if isinstance(ts.task, BanditTask):
-        task, c = ts.task, ts.task.cfg.num_contexts
-        contexts = {
-            "prompt_tokens": (task.first_context + np.arange(c, dtype=np.int32))[:, None],
-            "prompt_mask": np.ones((c, 1), bool),
-        }
+        task, contexts = ts.task, bandit_contexts(ts.task)
         # Bradley-Terry labels at scale s identify the reward s * r, so the KL-regularised
         # optimum every arm estimates is pi_sft exp(s r / beta): beta / s in r's units.
         scale = ts.spec.labels.bt_scale
-        optimal_CxM = task.optimal_policy(beta / scale, _choices(task, probs("sft", contexts))[0])
+        optimal_CxM = task.optimal_policy(beta / scale, choices(task, probs("sft", contexts))[0])
         target = optimal_CxM[prompts["prompt_tokens"][:, -1] - task.first_context]
     out = {}
     for arm in arm_names:
         p = probs(arm)
         row = {"tv_to_offline_dpo": float(np.mean(total_variation(p, offline)))}
         if target is not None:
-            choice_NxM, mass_N = _choices(ts.task, p)
+            choice_NxM, mass_N = choices(ts.task, p)
             row["tv_to_soft_optimal"] = float(np.mean(total_variation(choice_NxM, target)))
             row["choice_mass"] = float(np.mean(mass_N))
         out[arm] = row

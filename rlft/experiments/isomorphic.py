@@ -30,6 +30,8 @@ Pure numpy, float64.
 
 import numpy as np
 
+from rlft.tasks.bandit import soft_optimal
+
 TOL = 1e-10  # stop when the gradient's largest entry is at most this
 MAX_ITER = 200
 
@@ -126,9 +128,8 @@ def fit_reward(x_N, c_N, r_N, num_contexts, num_choices, lam, reward_class="tabl
     return w[cell], info
 
 
-def rl_optimum(ref_probs_CxM, reward_CxM, beta: float) -> np.ndarray:
-    """Road 1, stage 2: argmax E_pi[r] - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z."""
-    return np.exp(_log_softmax(np.log(ref_probs_CxM) + np.asarray(reward_CxM) / beta))
+# Road 1, stage 2: argmax E_pi[r] - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z.
+rl_optimum = soft_optimal
 
 
 def dpo_objective(theta, rows_Ux3, counts_U, log_ref_CxM, beta: float, lam: float, anchor):
@@ -170,7 +171,7 @@ def fit_dpo(x_N, c_N, r_N, ref_probs_CxM, beta, lam, anchor="reference", tol=TOL
 
 def total_variation(p_CxM, q_CxM) -> np.ndarray:
     """TV per context [C]: 1/2 sum_y |p - q|."""
-    return 0.5 * np.abs(np.asarray(p_CxM, np.float64) - np.asarray(q_CxM)).sum(-1)
+    return 0.5 * np.abs(np.asarray(p_CxM, np.float64) - np.asarray(q_CxM, np.float64)).sum(-1)
 
 
 def solve(x_N, c_N, r_N, ref_probs_CxM, beta, lam=1e-3, reward_class="table", anchor="reference"):
