@@ -9,6 +9,7 @@ from rlft.data.arrays import pack_prompts, pack_sequences
 from rlft.tasks import (
     EOS_ID,
     PAD_ID,
+    SEP_ID,
     TASKS,
     KeyedConfig,
     KeyedTask,
@@ -33,17 +34,17 @@ from rlft.tasks.rouge import RougeTables
 SIMPLE = dict(rtol=1e-5, atol=1e-5)
 
 # ---------------------------------------------------------------- keyed, on a hand-made grammar
-# 2 topics, 4 content tokens, L = 3. Ids: PAD 0, EOS 1, topics 2-3, content c0..c3 = 4..7.
+# 2 topics, 4 content tokens, L = 3. Ids: PAD 0, EOS 1, SEP 2, topics 3-4, content c0..c3 = 5..8.
 # Grammar (successors): c0 -> {c1, c2}, c1 -> {c2, c3}, c2 -> {c3, c0}, c3 -> {c0, c1}.
 # W[topic 0] = (+1, -1, +1, -1), W[topic 1] = -W[topic 0].
-C0, C1, C2, C3 = 4, 5, 6, 7
-T0, T1 = 2, 3
+C0, C1, C2, C3 = 5, 6, 7, 8
+T0, T1 = 3, 4
 W = np.array([[1.0, -1.0, 1.0, -1.0], [-1.0, 1.0, -1.0, 1.0]])
 STYLE = np.array([[0, 0.5, 0.5, 0], [0, 0, 0.7, 0.3], [0.2, 0, 0, 0.8], [0.5, 0.5, 0, 0]])
 
 
 def hand_keyed(response_len=4, **knobs) -> KeyedTask:
-    sizes = dict(num_topics=2, num_content=4, out_degree=2, prompt_len=3, min_context=1)
+    sizes = dict(num_topics=2, num_content=4, out_degree=2, prompt_len=4, min_context=1)
     cfg = KeyedConfig(**sizes, response_len=response_len, **knobs)
     return KeyedTask(cfg, KeyedTables(W, STYLE))
 
@@ -56,7 +57,7 @@ def score(task, prompts, responses, width=None):
 
 
 def test_keyed_verifier_hand_cases():
-    task, prompt = hand_keyed(), [T0, C0]  # topic 0, walk starts from c0
+    task, prompt = hand_keyed(), [T0, C0, SEP_ID]  # topic 0, walk starts from c0
     cases = [  # (response, reward, validity, table): reward = mean over 3 slots of W or -1
         ([C2, C3, C0, EOS_ID], 1 / 3, 1.0, 1 / 3),  # all valid: (+1 - 1 + 1) / 3
         ([C2, C0, C2, EOS_ID], 1 / 3, 2 / 3, 2 / 3),  # c2 repeats: (+1 + 1 - 1) / 3
@@ -76,9 +77,10 @@ def test_keyed_verifier_hand_cases():
     assert parts["repeat_frac"][1] == pytest.approx(1 / 3)
     np.testing.assert_array_equal(parts["has_eos"], [1, 1, 1, 1, 0, 1, 1])
     # Topic 1 flips W: the all-valid response scores (-1 + 1 - 1) / 3.
-    assert score(task, [[T1, C0]], [[C2, C3, C0, EOS_ID]])["reward"][0] == pytest.approx(-1 / 3)
+    flipped = score(task, [[T1, C0, SEP_ID]], [[C2, C3, C0, EOS_ID]])
+    assert flipped["reward"][0] == pytest.approx(-1 / 3)
     # Only the last context token matters, and tokens after the first EOS are ignored.
-    wide = score(task, [[T0, C3, C0]], [[C2, C3, C0, EOS_ID, C1, C1]], width=6)
+    wide = score(task, [[T0, C3, C0, SEP_ID]], [[C2, C3, C0, EOS_ID, C1, C1]], width=6)
     assert wide["reward"][0] == pytest.approx(1 / 3)
 
 
@@ -86,14 +88,14 @@ def test_keyed_best_valid_response_hand_case():
     # Simple paths of 3 from c0 under topic 0 (W sums): c1c2c3 -1, c1c2c0 +1, c1c3c0 -1,
     # c2c3c0 +1, c2c3c1 -1, c2c0c1 +1 (c1c3c1, c2c0c2 repeat). Best mean = 1/3.
     task = hand_keyed()
-    best, response = task.best_valid_response([T0, C0])
+    best, response = task.best_valid_response([T0, C0, SEP_ID])
     assert best == pytest.approx(1 / 3)
-    assert task.score([[T0, C0]], [response])[0] == pytest.approx(1 / 3)
+    assert task.score([[T0, C0, SEP_ID]], [response])[0] == pytest.approx(1 / 3)
 
 
 def test_keyed_short_variant_same_verifier():
     task = hand_keyed(response_len=2)  # L = 1: the response's one slot is also its last
-    prompts = [[T0, C0]] * 4
+    prompts = [[T0, C0, SEP_ID]] * 4
     responses = [[C2, EOS_ID], [C1, EOS_ID], [C3, EOS_ID], [C2, C3]]
     # c2: +1; c1: valid, W = -1; c3: not a successor of c0; no EOS after the slot: invalid.
     np.testing.assert_allclose(task.score(prompts, responses), [1, -1, -1, -1], **SIMPLE)
@@ -110,7 +112,8 @@ def test_keyed_demonstrations_valid_and_errors():
     np.testing.assert_array_equal(parts["validity"], 1.0)
     np.testing.assert_array_equal(parts["repeat_frac"], 0.0)
     for p in prompts:  # the prompt's context is a walk of the grammar
-        ctx = np.array(p[1:]) - task.first_content
+        assert p[-1] == SEP_ID  # the response starts after the marker
+        ctx = np.array(p[1:-1]) - task.first_content
         assert task.allowed_MxM[ctx[:-1], ctx[1:]].all()
     noisy = make_task("keyed", error_rate=0.3)
     invalid = 1 - noisy.score_parts(prompts, noisy.demonstrate(prompts, rng))["validity"].mean()
@@ -126,8 +129,8 @@ def test_keyed_optimum_far_from_demonstrations():
     demo = task.score(prompts, task.demonstrate(prompts, rng)).mean()
     best = np.mean([task.best_valid_response(p)[0] for p in prompts])
     top = [  # the L distinct highest-W tokens of the topic, ignoring the grammar
-        [task.first_content + int(y) for y in np.argsort(-task.table_TxM[p[0] - 2])[:6]] + [1]
-        for p in prompts
+        [task.first_content + int(y) for y in np.argsort(-task.table_TxM[topic])[:6]] + [1]
+        for topic in (p[0] - task.first_topic for p in prompts)
     ]
     greedy = task.score(prompts, top).mean()
     assert best > demo + 0.5 and greedy < demo
@@ -152,7 +155,7 @@ def test_rouge_l_hand_cases():
 
 
 def hand_rouge() -> RougeTask:
-    # Ids: PAD 0, EOS 1, keys 2-3, content c0..c4 = 4..8. Key 0: c -> c+1 mod 5, reversed;
+    # Ids: PAD 0, EOS 1, SEP 2, keys 3-4, content c0..c4 = 5..9. Key 0: c -> c+1 mod 5, reversed;
     # key 1: c -> 4-c, evens then odds.
     cfg = RougeConfig(num_keys=2, num_content=5, min_items=1, max_items=4)
     subst = np.array([[1, 2, 3, 4, 0], [4, 3, 2, 1, 0]])
@@ -162,17 +165,19 @@ def hand_rouge() -> RougeTask:
 def test_rouge_reference_hand_cases():
     task = hand_rouge()
     # key 0, items (0, 1, 3): mixed (0, 1+0, 3+1) = (0, 1, 4); substituted (1, 2, 0);
-    # reversed (0, 2, 1) -> ids (4, 6, 5).
-    assert task.reference([2, 4, 5, 7]) == [4, 6, 5]
+    # reversed (0, 2, 1) -> ids (5, 7, 6).
+    assert task.reference([3, 5, 6, 8, SEP_ID]) == [5, 7, 6]
     # key 1, items (2, 2, 4, 0): mixed (2, 4, 6%5=1, 4) -> (2, 0, 3, 0); evens then odds
-    # (2, 3, 0, 0) -> ids (6, 7, 4, 4).
-    assert task.reference([3, 6, 6, 8, 4]) == [6, 7, 4, 4]
+    # (2, 3, 0, 0) -> ids (7, 8, 5, 5).
+    assert task.reference([4, 7, 7, 9, 5, SEP_ID]) == [7, 8, 5, 5]
+    with pytest.raises(ValueError, match="not a rouge prompt"):
+        task.reference([3, 5, 6, 8])  # no response-start marker
 
 
 def test_rouge_verifier_hand_cases():
-    task, prompt = hand_rouge(), [2, 4, 5, 7]  # reference (4, 6, 5)
-    responses = [[4, 6, 5, EOS_ID], [5, 6, EOS_ID], [4, 6, 5, 7, 7], [EOS_ID], [2, 0, EOS_ID]]
-    # exact: 1; LCS((5,6), (4,6,5)) = 1: P 1/2, R 1/3, F = (1/3) / (5/6) = 2/5;
+    task, prompt = hand_rouge(), [3, 5, 6, 8, SEP_ID]  # reference (5, 7, 6)
+    responses = [[5, 7, 6, EOS_ID], [6, 7, EOS_ID], [5, 7, 6, 8, 8], [EOS_ID], [3, 0, EOS_ID]]
+    # exact: 1; LCS((6,7), (5,7,6)) = 1: P 1/2, R 1/3, F = (1/3) / (5/6) = 2/5;
     # no EOS, 5 tokens: LCS 3, P 3/5, R 1, F = (6/5) / (8/5) = 3/4; empty: 0; junk: 0.
     got = score(task, [prompt] * 5, responses)
     np.testing.assert_allclose(got["reward"], [1, 0.4, 0.75, 0, 0], **SIMPLE)

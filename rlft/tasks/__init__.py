@@ -13,6 +13,7 @@ from rlft.tasks.bandit import BanditConfig, BanditTask, soft_optimal
 from rlft.tasks.base import (
     EOS_ID,
     PAD_ID,
+    SEP_ID,
     Task,
     make_prompt_arrays,
     make_sft_arrays,
@@ -69,6 +70,7 @@ def make_task(name: str, **knobs) -> Task:
 __all__ = [
     "EOS_ID",
     "PAD_ID",
+    "SEP_ID",
     "TASKS",
     "BanditConfig",
     "BanditTask",

@@ -1,7 +1,8 @@
 """`bandit`: the isomorphic control of Theorem 2.2 (reward class = policy class).
 
-Vocabulary: PAD, EOS, `num_contexts` context tokens, then `num_choices` choice tokens.
-Prompt: [x], one context token. Response: [y, EOS], one choice token.
+Vocabulary: PAD, EOS, SEP (unused), `num_contexts` context tokens, then `num_choices` choice
+tokens. Prompt: [x], one context token: its fixed length shows where the response starts.
+Response: [y, EOS], one choice token.
 Verifier: reward = r[x, y] with r a free table, r ~ U(0, 1) fixed by `seed`. Only the first
 response token is read: if it is not a choice token (EOS straight away, PAD, a context token)
 the reward is 0, the table's floor; later tokens, and whether an EOS follows, are ignored, so

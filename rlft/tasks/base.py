@@ -5,9 +5,17 @@ knob `seed` fixes the task's hidden tables (reward tables, grammar, reference pr
 `rng` passed to `sample_prompts` / `demonstrate` fixes the draws. Same seed, same rng state,
 same data.
 
-Token ids 0 (PAD) and 1 (EOS) are reserved at the bottom of every synthetic task's vocabulary;
-a dataset task (rlft/tasks/tldr.py) sets `pad_id` / `eos_id` from its tokenizer, and the
-pipeline reads them from the task, never from these constants. Arrays use
+Token ids 0 (PAD), 1 (EOS) and 2 (SEP, "the response starts here") are reserved at the bottom of
+every synthetic task's vocabulary; a dataset task (rlft/tasks/tldr.py) sets `pad_id` / `eos_id`
+from its tokenizer, and the pipeline reads them from the task, never from these constants.
+
+Every task shows the models where the response starts. Left padding and positions counted from
+the first real token mean a model sees only the real tokens of prompt ++ response, one row; a
+prompt of variable length must therefore end with a marker that cannot end a shorter prompt
+(SEP here, "TL;DR:" in TL;DR), or a fixed length (the bandit's one token). Otherwise a model
+cannot tell (prompt, response) from (shorter prompt, longer response) while the verifier can,
+and the gold reward is not a function of what the models see. tests/test_task_boundary.py
+checks this for every task in the registry. Arrays use
 rlft's batch layout (rlft/data/arrays.py): prompts left-padded to P, responses right-padded to
 R, where R counts the EOS. The verifier reads a response as its masked tokens up to the first
 EOS: the "content" is what precedes that EOS, and a response with no EOS (it ran out of slots)
@@ -22,8 +30,8 @@ import numpy as np
 
 from rlft.data.arrays import pack_prompts, pack_sequences
 
-PAD_ID, EOS_ID = 0, 1
-NUM_RESERVED = 2  # ids below this are PAD and EOS in every task
+PAD_ID, EOS_ID, SEP_ID = 0, 1, 2
+NUM_RESERVED = 3  # ids below this are PAD, EOS and SEP in every synthetic task
 
 
 def split_response(tokens: Sequence[int], eos_id: int = EOS_ID) -> tuple[list[int], bool]:

@@ -1,10 +1,12 @@
 """`keyed`: a topic-keyed token preference that must be spoken in a grammar (the gap task).
 
-Vocabulary: PAD, EOS, `num_topics` topic tokens, then `num_content` content tokens. A hidden
+Vocabulary: PAD, EOS, SEP, `num_topics` topic tokens, then `num_content` content tokens. A hidden
 grammar gives every content token `out_degree` allowed successors (never itself); a hidden table
 W[topic, token] in [-1, 1] says which content tokens each topic likes.
 
-Prompt: [topic, c_1, ..., c_k], the context c a walk of the grammar (k in [min_context, P-1]).
+Prompt: [topic, c_1, ..., c_k, SEP], the context c a walk of the grammar (k in
+[min_context, P-2]); SEP marks where the response starts (without it a model sees one walk and
+cannot tell k from the response length, which the verifier depends on: tests/test_task_boundary).
 Response: L = R - 1 content tokens that continue the walk from c_k, then EOS.
 
 Verifier. Slot t = 1..L of the response is *valid* iff it holds a content token y_t that is an
@@ -31,7 +33,7 @@ import math
 
 import numpy as np
 
-from rlft.tasks.base import EOS_ID, NUM_RESERVED, Task
+from rlft.tasks.base import EOS_ID, NUM_RESERVED, SEP_ID, Task
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,7 @@ class KeyedConfig:
     num_topics: int = 4  # topic tokens; the prompt's first token picks the row of W
     num_content: int = 32  # content tokens: the grammar's alphabet
     out_degree: int = 4  # allowed successors per content token (lower: harder to generate)
-    prompt_len: int = 8  # P: the topic then up to P-1 context tokens
+    prompt_len: int = 9  # P: the topic, up to P-2 context tokens, then SEP
     min_context: int = 2  # fewest context tokens in a prompt
     response_len: int = 7  # R: L = R-1 content tokens then EOS; 2 or 3 gives the short variant
     table_levels: int = 2  # W's values, evenly spaced in [-1, 1] (2: +-1)
@@ -129,9 +131,9 @@ class KeyedTask(Task):
         cfg, prompts = self.cfg, []
         for _ in range(n):
             topic = int(rng.integers(cfg.num_topics))
-            k = int(rng.integers(cfg.min_context, cfg.prompt_len))
-            context = self._walk(None, k, rng)
-            prompts.append([self.first_topic + topic] + [self.first_content + c for c in context])
+            k = int(rng.integers(cfg.min_context, cfg.prompt_len - 1))
+            context = [self.first_content + c for c in self._walk(None, k, rng)]
+            prompts.append([self.first_topic + topic, *context, SEP_ID])
         return prompts
 
     def demonstrate(self, prompts, rng: np.random.Generator) -> list[list[int]]:
@@ -148,9 +150,10 @@ class KeyedTask(Task):
         return out
 
     def _topic_and_start(self, prompt) -> tuple[int, int]:
-        topic, last = prompt[0] - self.first_topic, prompt[-1] - self.first_content
-        if not (0 <= topic < self.cfg.num_topics and 0 <= last < self.cfg.num_content):
-            raise ValueError(f"not a keyed prompt (topic, context...): {prompt}")
+        topic, last = prompt[0] - self.first_topic, prompt[-2] - self.first_content
+        ok = len(prompt) >= 3 and prompt[-1] == SEP_ID
+        if not (ok and 0 <= topic < self.cfg.num_topics and 0 <= last < self.cfg.num_content):
+            raise ValueError(f"not a keyed prompt (topic, context..., SEP): {prompt}")
         return topic, last
 
     def score_one(self, prompt, content, has_eos) -> dict:
@@ -250,8 +253,8 @@ def _check(cfg: KeyedConfig) -> None:
         raise ValueError("keyed: need num_topics >= 1 and table_levels >= 2")
     if not 1 <= cfg.out_degree < cfg.num_content:
         raise ValueError("keyed: out_degree must be in [1, num_content - 1]")
-    if not 1 <= cfg.min_context <= cfg.prompt_len - 1:
-        raise ValueError("keyed: need 1 <= min_context <= prompt_len - 1")
+    if not 1 <= cfg.min_context <= cfg.prompt_len - 2:
+        raise ValueError("keyed: need 1 <= min_context <= prompt_len - 2 (topic, context, SEP)")
     if not 2 <= cfg.response_len <= cfg.num_content + 1:
         raise ValueError("keyed: response_len must be in [2, num_content + 1] (L >= 1 tokens)")
     if not 0.0 <= cfg.error_rate <= 1.0 or cfg.style_alpha <= 0:

@@ -1,7 +1,8 @@
 """`rouge`: ROUGE-L overlap with a hidden reference (verification as hard as generation).
 
-Vocabulary: PAD, EOS, `num_keys` key tokens, then `num_content` content tokens.
-Prompt: [key, c_1, ..., c_n], n in [min_items, max_items] uniform content tokens.
+Vocabulary: PAD, EOS, SEP, `num_keys` key tokens, then `num_content` content tokens.
+Prompt: [key, c_1, ..., c_n, SEP], n in [min_items, max_items] uniform content tokens; SEP marks
+where the response starts (the reference depends on n, so a model must see it).
 Hidden reference g(prompt), a composition of three key-dependent rules (content indices mod M):
 
     m_i = c_i + c_{i-1} (mod M) for i > 1 when `mix`, else c_i     (neighbour mixing)
@@ -22,7 +23,7 @@ import dataclasses
 import numpy as np
 
 from rlft.data.judges import lcs_length
-from rlft.tasks.base import EOS_ID, NUM_RESERVED, Task
+from rlft.tasks.base import EOS_ID, NUM_RESERVED, SEP_ID, Task
 
 
 def rouge_l(candidate, reference) -> tuple[float, float, float]:
@@ -52,7 +53,7 @@ class RougeConfig:
     num_keys: int = 4  # key tokens; the prompt's first token picks the substitution and order
     num_content: int = 24  # content tokens
     min_items: int = 3  # fewest content tokens in a prompt
-    max_items: int = 6  # most; P = R = max_items + 1
+    max_items: int = 6  # most; P = max_items + 2 (key, items, SEP), R = max_items + 1
     mix: bool = True  # reference token i also depends on prompt token i-1 (hash-like)
     noise: float = 0.2  # demonstrator: per-token chance of a uniform content token
     drop: float = 0.1  # demonstrator: per-token chance of deletion
@@ -100,7 +101,7 @@ class RougeTask(Task):
 
     @property
     def prompt_len(self) -> int:
-        return self.cfg.max_items + 1
+        return self.cfg.max_items + 2
 
     @property
     def response_len(self) -> int:
@@ -113,15 +114,17 @@ class RougeTask(Task):
             items = rng.integers(
                 cfg.num_content, size=int(rng.integers(cfg.min_items, cfg.max_items + 1))
             )
-            prompts.append([self.first_key + key] + [self.first_content + int(c) for c in items])
+            content = [self.first_content + int(c) for c in items]
+            prompts.append([self.first_key + key, *content, SEP_ID])
         return prompts
 
     def reference(self, prompt) -> list[int]:
         """The hidden reference response (content tokens, no EOS) of one prompt."""
         key, m = prompt[0] - self.first_key, self.cfg.num_content
-        items = [t - self.first_content for t in prompt[1:]]
-        if not 0 <= key < self.cfg.num_keys or not items or min(items) < 0 or max(items) >= m:
-            raise ValueError(f"not a rouge prompt (key, items...): {prompt}")
+        items = [t - self.first_content for t in prompt[1:-1]]
+        ok = prompt[-1] == SEP_ID and items and min(items) >= 0 and max(items) < m
+        if not (ok and 0 <= key < self.cfg.num_keys):
+            raise ValueError(f"not a rouge prompt (key, items..., SEP): {prompt}")
         if self.cfg.mix:
             items = items[:1] + [(c + prev) % m for prev, c in zip(items, items[1:], strict=False)]
         subst = self.tables.subst_KxM[key]
