@@ -1,122 +1,203 @@
 """The paper's comparison in miniature: `rlft reproduce`, the project's main job.
 
   rlft reproduce --config=configs/reproduce.py --workdir=runs/reproduce          # default
-  rlft reproduce --config=configs/reproduce.py:quick --workdir=runs/quick        # CI, ~3 min
+  rlft reproduce --config=configs/reproduce.py:paper --workdir=runs/paper        # authors' protocol
+  rlft reproduce --config=configs/reproduce.py:quick --workdir=runs/quick        # CI, ~2 min
+  rlft reproduce --config=configs/reproduce.py:map --workdir=runs/map            # hours
   rlft reproduce --config=configs/reproduce.py:hypotheses --workdir=runs/hyp     # H3, H4, curves
+  rlft reproduce --config=configs/reproduce.py:control --workdir=runs/control    # isomorphic
   rlft reproduce --config=configs/reproduce.py:full --workdir=runs/full          # hours
-  rlft reproduce --config=configs/reproduce.py:control --workdir=runs/control    # ~15 min
 
-default: the gap task (`keyed`) and its short control (`keyed_short`), every arm, 3 seeds,
-one label budget. quick: one task, one seed, every arm, small budgets. hypotheses: `keyed`,
-3 seeds, budgets 256 and 1024 (learning curves, budget trend), narrow and wide preference
-data (H4: tasks `keyed_narrow`, `keyed_wide`) and the extra arm online_dpo_more_prompts (H3:
-online DPO on 2.3x as many pairs, from extra unlabelled prompts). full: every task (incl. the
-hard-verifier `rouge` and the isomorphic `bandit` control), a label-budget sweep, 5 seeds,
-both pair sources and the extra arm. control: the isomorphic `bandit` alone (Theorem 2.2),
-offline DPO, online DPO and PPO trained long, next to the exact tabular solution of both roads
-on the same pairs (rlft/experiments/isomorphic.py). See docs/tasks.md for the tasks and
-PAPER.md for the hypotheses.
+default: the gap task `keyed` and its one-token control `keyed_short`, every arm, 5 seeds (each
+seed draws its own hidden task), one label budget; the authors' protocol (`:paper`) except where
+a field's comment gives the measured reason to differ. paper: the authors' settings exactly
+(PAPER.md section 4): online DPO samples K = 25 at T = 0.1 from the starting policy with DPO
+log-probs at that temperature, beta 0.05, one epoch; near-greedy evaluation (T = 0.01).
+quick: one task, one seed. map: when does online win? response length x reward-model class x
+label budget on two task families. hypotheses: H3 (more online prompts) and H4 (narrow / wide
+pairs, cells `keyed_narrow`, `keyed_wide`) at two budgets. control: the isomorphic bandit
+(Theorem 2.2) next to the exact tabular solution of both roads. full: every task, three budgets.
 
-Arms (rlft.experiments.spec.ARMS): sft, offline_dpo, online_dpo (best/worst of K SFT samples
-by the RM), online_dpo_from_dpo, ppo, oracle_online_dpo (scored by the gold verifier); extra
-(spec.EXTRA_ARMS, compared against online_dpo by the report): online_dpo_more_prompts.
-labels.sources: "sft" (two SFT samples per prompt: narrow, the paper's data) and "wide" (each
-response from SFT at temperature 1 or 2 or the demonstrator); anything but ("sft",) records
-each source as its own task, `{task}_narrow` / `{task}_wide`, sharing SFT and prompts.
+Stage recipes: `sft`, `reward`, `dpo`, `ppo` below are the `rlft train` configs of
+configs/<stage>.py:tiny (one vocabulary: `--config.dpo.optim.learning_rate=...` here is
+`--config.optim.learning_rate=...` there) without the keys the pipeline sets per unit (where a
+stage starts, its length, seed, data, model and layout: spec.PIPELINE_OWNED). Steps come from
+`epochs`: total_steps = ceil(epochs x rows / batch_size). `beta` is one reference shared by
+DPO's beta and PPO's KL coefficient (H2: identical beta and SFT reference for every arm):
+override it as --config.beta=..., never through a stage field. Settings were fixed by the
+diagnostics named beside them (held-out preference log-likelihood, SFT fit, pair yield), before
+and without comparing arms; docs/tasks.md and docs/results/ say how they were measured.
+
+Arms (rlft.experiments.arms.ARMS): sft, offline_dpo, online_dpo (best/worst of K SFT samples by
+the RM), online_dpo_from_dpo (from and referenced to offline DPO), iterated_online_dpo (rounds of
+sample / score / DPO from the current policy, SFT reference), ppo, oracle_online_dpo (scored by
+the gold verifier); extra: online_dpo_more_prompts (H3).
 """
 
 import ml_collections
 
-ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
-EXTRA_ARMS = ("online_dpo_more_prompts",)  # H3: more online data; not in the default run
-VARIANTS = ("default", "quick", "hypotheses", "full", "control")
+from rlft.experiments.arms import DEFAULT_ARMS, EXTRA_ARMS
+from rlft.experiments.pipeline.spec import stage_recipe
+
+VARIANTS = ("default", "paper", "quick", "map", "hypotheses", "control", "full")
+MAP_LENGTHS = (1, 2, 4, 8)  # content tokens L of the map's response-length axis (R = L + 1)
+MAP_CLASSES = ("last", "mean", "sum", "bilinear")
 
 
 def get_config(arg: str | None = None):
     variant = arg or "default"
     if variant not in VARIANTS:
-        raise ValueError(
-            f"configs/reproduce.py: unknown variant {arg!r}; "
-            "use quick, hypotheses, full, control or none"
-        )
+        raise ValueError(f"configs/reproduce.py: unknown variant {arg!r}; use one of {VARIANTS}")
+    beta = ml_collections.FieldReference(0.05)  # the paper's beta, every arm (H2)
     c = ml_collections.ConfigDict()
-    c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS
-    c.task_knobs = {}  # task name -> {knob: value}, e.g. {"keyed": {"response_len": 9}}
-    c.seeds = (0, 1, 2)
+    c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS, or defined in task_knobs
+    c.task_knobs = {}  # task -> {knob: value}; {"family": name} defines a new task entry
+    c.seeds = (0, 1, 2, 3, 4)  # each seed: its own hidden task tables, data and inits
     c.label_budgets = (512,)  # preference pairs; budgets share a nested prefix of one pool
-    c.arms = ARMS
+    c.arms = DEFAULT_ARMS
+    c.reward_classes = ("last",)  # RM classes: last (paper) | mean | sum | bilinear; several: cells
+    # Per-class recipe changes. bilinear is a zero-init table: at the transformer's 5e-4 its
+    # held-out log-likelihood stayed at chance (-0.687) after 4 epochs; 5e-2 fits it.
+    c.reward_class_overrides = {"bilinear": {"optim": {"learning_rate": 5e-2}}}
     c.model = dict(preset="tiny", vocab_size=64)  # policy, reward model and critic
-    c.sft = dict(
-        num_examples=4096,  # task demonstrations
-        steps=300,  # 300 x 64 / 4096 = 4.7 epochs
-        batch_size=64,
-        learning_rate=1e-3,
-    )
+    c.beta = beta
+    c.sft_examples = 4096  # task demonstrations (the noisy "human")
     c.labels = dict(
         bt_scale=10.0,  # Bradley-Terry sharpness of the simulated labeller
         temperature=1.0,  # SFT sampling temperature for the two responses of each pair
-        num_val_pairs=512,  # held-out pairs for RM / DPO accuracy
-        sources=("sft",),  # pair sources: sft (narrow) | wide; several: one task entry each (H4)
-    )
-    c.reward = dict(
-        pooling="last",  # reward-model class: last (the paper's head) | mean | sum | bilinear
-        epochs=4.0,
-        batch_size=64,
-        learning_rate=5e-4,  # bilinear (a zero-init table) fits at ~5e-2; the others at this
-    )
-    c.dpo = dict(
-        beta=0.1,  # every arm's KL strength (PPO's kl_coef too): H2, identical beta/reference
-        epochs=4.0,  # passes over the pairs (offline: the label budget; online: one per prompt)
-        batch_size=64,
-        learning_rate=2e-4,
-        eval_points=3,  # frontier checkpoints per arm
+        num_val_pairs=512,  # held-out pairs (RM/DPO accuracy, DPO checkpoint selection)
+        sources=("sft",),  # pair sources: sft (narrow, the paper's) | wide; several: cells (H4)
     )
     c.online = dict(
-        num_samples=8,  # K samples per prompt, best and worst by the RM become a pair
+        num_samples=25,  # K, the paper's
+        # The paper samples at 0.1. On these short responses the SFT policy then repeats
+        # itself: K=25 samples differ in only 39-43% (keyed) and 12-15% (keyed_short) of
+        # prompts (0.3: 93-98% / 43-50%; 1.0: 99-100%), so most prompts give no pair. 1.0 is
+        # the lowest tried that gives pairs on nearly every prompt of both tasks.
         temperature=1.0,
-        more_prompts_factor=2.3,  # online_dpo_more_prompts: online pairs / label budget (H3)
+        rounds=2,  # iterated_online_dpo
+        more_prompts_factor=2.3,  # online_dpo_more_prompts: prompts / label budget (H3)
     )
-    c.ppo = dict(iterations=48, batch_size=64, learning_rate=1e-4, temperature=1.0, eval_points=3)
-    c.parallel = dict(  # every stage's layout (optional section; these are the defaults)
-        data=-1,  # mesh.data: -1 = all devices
-        fsdp=1,  # mesh.fsdp: >1 (or -1) splits params + AdamW over devices (Pythia scale)
-        accum_steps=1,  # optim.accum_steps of every training stage
+    c.epochs = dict(
+        # The paper's 1 epoch on 116k demos; here 4096 demos: SFT gold at T=1 reaches the
+        # demonstrator's (0.061 vs 0.051 on keyed, seed 0) at 900 steps x 64 = 14 epochs and is
+        # below it at 300 steps (-0.034).
+        sft=14.0,
+        # The paper's 1; the RM's held-out log-likelihood on 512 pairs peaks at 2 epochs
+        # (-0.645; 1 epoch -0.663, 4 epochs -0.666, 8 epochs -0.769) at the recipe's lr.
+        reward=2.0,
+        # The paper's 1 epoch is 725 steps; here 1 epoch of 512 pairs is 8 steps, after which
+        # offline DPO's held-out preference log-likelihood is still at chance (-0.692 on
+        # keyed_short, -0.685 after 2 epochs on keyed). It kept improving to 16 epochs (keyed:
+        # -0.664 at 8, -0.644 at 16, KL 3.5 and 7.0 nats; keyed_short: -0.687, -0.686), so it
+        # gives no stopping point: 8 epochs spans a KL range of several nats on keyed, and the
+        # frontier and checkpoint selection judge every length along it.
+        dpo=8.0,
+        online_dpo=8.0,  # the same steps as offline DPO on the same number of pairs
+        ppo=6.0,  # 48 iterations of 64 prompts at 512 labels
     )
-    c.eval = dict(num_prompts=256, samples_per_prompt=4, best_of_n=(1, 2, 5, 10, 25))
-    if variant == "quick":
-        c.tasks = ("keyed",)
-        c.seeds = (0,)
-        c.label_budgets = (256,)
-        c.sft.update(num_examples=2048, steps=150)
-        c.labels.num_val_pairs = 256
-        c.dpo.update(epochs=2.0, eval_points=2)
-        c.ppo.update(iterations=12, eval_points=2)
-        c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 10))
-    elif variant == "hypotheses":
-        c.tasks = ("keyed",)
-        c.label_budgets = (256, 1024)  # two budgets: learning curves and the budget trend
-        c.labels.sources = ("sft", "wide")  # tasks keyed_narrow and keyed_wide (H4)
-        c.arms = ARMS + EXTRA_ARMS  # online_dpo_more_prompts: ~2.3 x 256 = 589 online pairs (H3)
-    elif variant == "full":
-        c.tasks = ("keyed", "keyed_short", "rouge", "bandit")
-        c.seeds = (0, 1, 2, 3, 4)
-        c.label_budgets = (128, 512, 2048)
-        c.labels.sources = ("sft", "wide")
-        c.arms = ARMS + EXTRA_ARMS
-        c.eval.num_prompts = 512
-    elif variant == "control":
-        # Theorem 2.2's isomorphic case, both roads run long; results.json gets the exact tabular
-        # solution of both roads on the same pairs (section "isomorphic"). beta = 1 makes the
-        # label optimum pi_ref exp(bt_scale r / beta) = pi_ref exp(10 r) reachable: at beta 0.1
-        # it is exp(100 r), logit gaps no finite run gets near.
-        c.tasks = ("bandit",)
-        c.seeds = (0, 1, 2)
-        c.label_budgets = (1024,)  # 128 pairs per context on the default 8 x 16 bandit
-        c.arms = ("sft", "offline_dpo", "online_dpo", "ppo")
-        c.sft.update(num_examples=2048, steps=150)
-        c.labels.num_val_pairs = 256
-        c.reward.epochs = 16.0  # 16 x 1024 / 64 = 256 steps
-        c.dpo.update(beta=1.0, epochs=32.0, eval_points=4)  # offline: 32 x 1024 / 64 = 512 steps
-        c.ppo.update(iterations=192, eval_points=4)  # 4x the default
-        c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 10))
+    c.frontier = dict(points=6)  # checkpoints per arm besides its start: the gold-vs-KL curve
+    c.eval = dict(
+        num_prompts=256,
+        samples_per_prompt=4,  # T=1 samples: KL to the reference, win rate, gold at T=1
+        greedy_temperature=0.01,  # the paper's near-greedy evaluation
+        primary="greedy",  # headline verdicts on near-greedy gold (the paper's); T=1 also shown
+        best_of_n=(1, 2, 5, 10, 25),  # Best-of-N curves (SFT samples reranked)
+    )
+    c.parallel = dict(data=-1, fsdp=1, accum_steps=1)  # every stage's layout (Pythia: fsdp=-1)
+
+    c.sft = stage_recipe("sft")
+    c.sft.batch_size = 64
+    c.sft.optim.learning_rate = 1e-3
+    c.reward = stage_recipe("reward")
+    c.reward.batch_size = 64
+    c.reward.optim.learning_rate = 5e-4
+    c.dpo = stage_recipe("dpo")  # offline and online arms alike; online arms set temperature
+    c.dpo.batch_size = 64
+    c.dpo.optim.learning_rate = 2e-4
+    c.dpo.dpo.beta = beta
+    c.ppo = stage_recipe("ppo")
+    c.ppo.batch_size = 64
+    c.ppo.optim.learning_rate = 1e-4
+    c.ppo.rollout.kl_coef = beta
+    _VARIANT[variant](c)
     return c
+
+
+def _default(c) -> None:
+    del c
+
+
+def _paper(c) -> None:
+    c.online.temperature = 0.1
+    c.epochs.update(reward=1.0, dpo=1.0, online_dpo=1.0)
+
+
+def _quick(c) -> None:
+    c.tasks = ("keyed",)
+    c.seeds = (0,)
+    c.label_budgets = (256,)
+    c.sft_examples = 2048
+    c.labels.num_val_pairs = 256
+    c.online.num_samples = 8
+    c.frontier.points = 2
+    c.epochs.update(sft=6.0, ppo=2.0)
+    c.eval.update(num_prompts=128, samples_per_prompt=2, best_of_n=(1, 2, 5, 8))
+
+
+def _map(c) -> None:
+    # Cells: length x class on `keyed` and `rouge` at the middle budget, plus the budget axis
+    # at the paper's class. Only the arms the map's outcome needs.
+    c.tasks = tuple(f"{family}_L{n}" for family in ("keyed", "rouge") for n in MAP_LENGTHS)
+    c.task_knobs = {f"keyed_L{n}": {"family": "keyed", "response_len": n + 1} for n in MAP_LENGTHS}
+    c.task_knobs.update(  # rouge: the reference has as many tokens as the prompt has items
+        {f"rouge_L{n}": {"family": "rouge", "max_items": n, "min_items": min(3, n)} for n in MAP_LENGTHS}
+    )
+    c.seeds = (0, 1, 2)
+    c.label_budgets = (128, 512, 2048)
+    c.reward_classes = MAP_CLASSES
+    c.arms = ("sft", "offline_dpo", "online_dpo")
+    c.frontier.points = 4
+
+
+def _hypotheses(c) -> None:
+    c.tasks = ("keyed",)
+    c.seeds = (0, 1, 2)
+    c.label_budgets = (256, 1024)  # learning curves and the budget trend
+    c.labels.sources = ("sft", "wide")  # cells keyed_narrow and keyed_wide (H4)
+    c.arms = DEFAULT_ARMS + EXTRA_ARMS  # online_dpo_more_prompts (H3)
+
+
+def _control(c) -> None:
+    # Theorem 2.2's isomorphic case, arms trained long; results.json gets the exact tabular
+    # solution of both roads on the same pairs. beta = 1 makes the label optimum
+    # pi_ref exp(bt_scale r / beta) = pi_ref exp(10 r) reachable (at 0.05: exp(200 r)).
+    c.tasks = ("bandit",)
+    c.seeds = (0, 1, 2)
+    c.label_budgets = (1024,)  # 128 pairs per context on the default 8 x 16 bandit
+    c.arms = ("sft", "offline_dpo", "online_dpo", "ppo")
+    c.beta = 1.0
+    c.sft_examples = 2048
+    c.labels.num_val_pairs = 256
+    c.online.num_samples = 8
+    c.epochs.update(sft=5.0, reward=16.0, dpo=32.0, online_dpo=32.0, ppo=24.0)
+    c.eval.update(num_prompts=128, samples_per_prompt=2, primary="sample", best_of_n=(1, 2, 5, 8))
+
+
+def _full(c) -> None:
+    c.tasks = ("keyed", "keyed_short", "rouge", "bandit")
+    c.label_budgets = (128, 512, 2048)
+    c.labels.sources = ("sft", "wide")
+    c.arms = DEFAULT_ARMS + EXTRA_ARMS
+    c.eval.num_prompts = 512
+
+
+_VARIANT = {
+    "default": _default,
+    "paper": _paper,
+    "quick": _quick,
+    "map": _map,
+    "hypotheses": _hypotheses,
+    "control": _control,
+    "full": _full,
+}

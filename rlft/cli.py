@@ -79,7 +79,7 @@ def _reproduce(argv: list[str]) -> int:
     if isinstance(fv, int):
         return fv
     from rlft.config import ConfigError  # noqa: PLC0415
-    from rlft.experiments.reproduce import run_reproduce  # noqa: PLC0415
+    from rlft.experiments.pipeline.run import run_reproduce  # noqa: PLC0415
     from rlft.parallel.distributed import maybe_initialize_distributed  # noqa: PLC0415
 
     maybe_initialize_distributed()

@@ -52,6 +52,14 @@ def tldr(**knobs) -> TldrTask:
     return TldrTask(TldrTaskConfig(**knobs))
 
 
+# Each task's knob dataclass: what config.task_knobs may set (e.g. whether it has a `seed`).
+TASK_CONFIGS = {
+    "keyed": KeyedConfig,
+    "keyed_short": KeyedConfig,
+    "rouge": RougeConfig,
+    "bandit": BanditConfig,
+    "tldr": TldrTaskConfig,
+}
 TASKS = {
     "keyed": keyed,
     "keyed_short": keyed_short,
@@ -72,6 +80,7 @@ __all__ = [
     "PAD_ID",
     "SEP_ID",
     "TASKS",
+    "TASK_CONFIGS",
     "BanditConfig",
     "BanditTask",
     "KeyedConfig",

@@ -129,7 +129,6 @@ def fit_reward(x_N, c_N, r_N, num_contexts, num_choices, lam, reward_class="tabl
 
 
 # Road 1, stage 2: argmax E_pi[r] - beta KL(pi || pi_ref) = pi_ref exp(r / beta) / Z.
-rl_optimum = soft_optimal
 
 
 def dpo_objective(theta, rows_Ux3, counts_U, log_ref_CxM, beta: float, lam: float, anchor):
@@ -178,7 +177,7 @@ def solve(x_N, c_N, r_N, ref_probs_CxM, beta, lam=1e-3, reward_class="table", an
     """Both roads to convergence on the same pairs: policies, fit info and TV(pi_RL, pi_DPO)."""
     num_c, num_m = np.shape(ref_probs_CxM)
     r_hat, rm_info = fit_reward(x_N, c_N, r_N, num_c, num_m, lam, reward_class)
-    pi_rl = rl_optimum(ref_probs_CxM, r_hat, beta)
+    pi_rl = soft_optimal(ref_probs_CxM, r_hat, beta)
     pi_dpo, dpo_info = fit_dpo(x_N, c_N, r_N, ref_probs_CxM, beta, lam, anchor)
     tv = total_variation(pi_rl, pi_dpo)
     return {
@@ -201,8 +200,8 @@ def against_gold(sol: dict, ref_probs_CxM, reward_CxM, beta: float, bt_scale: fl
     """
     reward_CxM = np.asarray(reward_CxM, np.float64)
     targets = {
-        "soft_optimal": rl_optimum(ref_probs_CxM, reward_CxM, beta),
-        "label_optimal": rl_optimum(ref_probs_CxM, bt_scale * reward_CxM, beta),
+        "soft_optimal": soft_optimal(ref_probs_CxM, reward_CxM, beta),
+        "label_optimal": soft_optimal(ref_probs_CxM, bt_scale * reward_CxM, beta),
     }
     out = {"gold_reward_ref": float(np.mean(np.sum(ref_probs_CxM * reward_CxM, -1)))}
     for name, pi in (("rl", sol["pi_rl"]), ("dpo", sol["pi_dpo"])):
