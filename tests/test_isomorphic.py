@@ -178,7 +178,7 @@ def _iso_record(seed, tv_online):
 
 
 def test_report_section_and_control_verdicts():
-    from rlft.experiments import report  # noqa: PLC0415
+    from rlft.experiments.report import render as report  # noqa: PLC0415
     from tests.test_report import make_records  # noqa: PLC0415
 
     records = make_records(online_gain={"keyed": 0.1, "bandit": 0.0})

@@ -13,7 +13,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from rlft.experiments import report, stats
+from rlft.experiments.report import render as report
+from rlft.experiments.report import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "colab", "quickstart.ipynb")

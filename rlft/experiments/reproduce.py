@@ -171,7 +171,7 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
     bar.close()
     records["curves"] = learning_curves(records["diagnostics"])
     records["wall_time_s"] = time.time() - start
-    from rlft.experiments.report import write_outputs  # noqa: PLC0415
+    from rlft.experiments.report.render import write_outputs  # noqa: PLC0415
 
     return write_outputs(workdir, spec.raw, records)
 

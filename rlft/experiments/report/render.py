@@ -22,9 +22,9 @@ import json
 import os
 from collections.abc import Mapping
 
-from rlft.experiments import control, verdicts
-from rlft.experiments.plots import make_plots
-from rlft.experiments.results_schema import (
+from rlft.experiments.report import control, verdicts
+from rlft.experiments.report.plots import make_plots
+from rlft.experiments.report.schema import (
     ARMS,
     BON_FIELDS,
     CI,
@@ -54,8 +54,8 @@ from rlft.experiments.results_schema import (
     validate_records,
     validate_results,
 )
-from rlft.experiments.summary import build_results
-from rlft.experiments.verdicts import (
+from rlft.experiments.report.summary import build_results
+from rlft.experiments.report.verdicts import (
     CLAIMS,
     NOT_RUN,
     TITLES,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from rlft.experiments.results_schema import ARMS, _arm_key, _budgets_of, _cell_rows, _tasks
+from rlft.experiments.report.schema import ARMS, _arm_key, _budgets_of, _cell_rows, _tasks
 
 
 def _color(arm: str) -> str:

@@ -6,8 +6,8 @@ comparisons with offline DPO. `build_results` assembles them; report.py renders 
 import math
 from collections.abc import Mapping
 
-from rlft.experiments import control, stats
-from rlft.experiments.results_schema import (
+from rlft.experiments.report import control, stats
+from rlft.experiments.report.schema import (
     DIAG_METRICS,
     METRICS,
     RANKERS,
@@ -16,7 +16,7 @@ from rlft.experiments.results_schema import (
     _sorted_cells,
     validate_records,
 )
-from rlft.experiments.verdicts import (
+from rlft.experiments.report.verdicts import (
     _paired_diffs,
     hypotheses,
 )

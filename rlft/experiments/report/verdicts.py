@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rlft.experiments import stats
-from rlft.experiments.results_schema import (
+from rlft.experiments.report import stats
+from rlft.experiments.report.schema import (
     ARMS,
     H4_SUFFIXES,
     TASK_ROLES,
