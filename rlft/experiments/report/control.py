@@ -3,16 +3,19 @@
 The pipeline (rlft/experiments/control.py, `measure`) keeps, per bandit budget and seed, the
 exact tabular solution of both roads of Theorem 2.2 and each trained arm's first-token distance
 to it, under "isomorphic" in the diagnostics records. `summarize` averages those records over
-seeds into results.json's "isomorphic" rows; `markdown` renders the report's table.
+seeds into results.json's "isomorphic" rows; `markdown` renders the report's table;
+`exact_rows` gives the control's verdict rows against the exact solution.
 """
 
 from collections.abc import Mapping
 
 import numpy as np
 
-from rlft.experiments.report.verdicts import _table
+from rlft.experiments.report.judge import judge, verdict_row
+from rlft.experiments.report.markdown import num, table
 
 ARM_FIELDS = ("tv_to_exact", "tv_to_label_optimal", "tv_to_offline_dpo", "choice_mass")
+EXACT_TV_TOL = 1e-6  # the tabular roads "coincide" when TV(pi_RL, pi_DPO) is below this
 
 
 def summarize(diag_rows: list, order: list[str]) -> list[dict]:
@@ -81,7 +84,7 @@ def markdown(results: Mapping) -> str:
             [arm] + [f"{v[f'{k}_mean']:.3f}" for k in (*ARM_FIELDS, "gold_reward")]
             for arm, v in row["arms"].items()
         ]
-        out += [_table(header, body), ""]
+        out += [table(header, body), ""]
     out += [
         "Trained arms: first-token distribution over the contexts, restricted to choice tokens "
         "and renormalised; seed means. *Exact* is the tabular optimum of both roads on the "
@@ -91,3 +94,71 @@ def markdown(results: Mapping) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def exact_rows(diag_rows: list, cell: str) -> list[dict]:
+    """The control against its exact tabular solution, per budget where it was recorded.
+
+    diag_rows: results.json "diagnostics" rows (their per_seed records hold "isomorphic").
+    One row: the tabular roads' TV(pi_RL, pi_DPO), supported when below EXACT_TV_TOL in every
+    seed. Then per trained online arm: its first-token TV to the exact optimum minus offline
+    DPO's, paired by seed; Theorem 2.2 predicts zero (neither road ends closer).
+    """
+    rows = []
+    for diag in (d for d in diag_rows if d["task"] == cell):
+        recs = [d.get("isomorphic") for d in diag["per_seed"]]
+        if not recs or None in recs:
+            continue
+        budget = diag["label_budget"]
+        tvs = [r["tv_rl_dpo"] for r in recs]
+        worst = max(r["tv_rl_dpo_max"] for r in recs)
+        grad = max(r[k]["grad_norm"] for r in recs for k in ("rm_fit", "dpo_fit"))
+        mean, ci, _, _ = judge(tvs, "zero")
+        rows.append(
+            verdict_row(
+                "control",
+                cell,
+                budget,
+                "exact tabular TV(pi_RL, pi_DPO), same pairs, both roads converged",
+                mean,
+                ci,
+                len(tvs),
+                "supported" if worst < EXACT_TV_TOL else "contradicted",
+                f"max over contexts and seeds {worst:.1e} (tolerance {EXACT_TV_TOL:.0e}); "
+                f"Newton, final max |grad| {grad:.1e}",
+                headline=False,
+            )
+        )
+        for arm in (a for a in recs[0]["arms"] if a not in ("sft", "offline_dpo")):
+            if not all(arm in r["arms"] for r in recs):
+                continue
+            mine = [r["arms"][arm]["tv_to_exact"] for r in recs]
+            base = [r["arms"]["offline_dpo"]["tv_to_exact"] for r in recs]
+            diffs = [a - b for a, b in zip(mine, base, strict=True)]
+            mean, ci, verdict, note = judge(diffs, "zero")
+            to_off = np.mean([r["arms"][arm]["tv_to_offline_dpo"] for r in recs])
+            note = "; ".join(
+                x
+                for x in (
+                    f"TV to exact: {arm} {num(np.mean(mine))}, offline_dpo {num(np.mean(base))}",
+                    f"TV({arm}, offline_dpo) {num(to_off)}",
+                    note,
+                )
+                if x
+            )
+            quantity = f"first-token TV to the exact optimum, {arm} - offline_dpo"
+            rows.append(
+                verdict_row(
+                    "control",
+                    cell,
+                    budget,
+                    quantity,
+                    mean,
+                    ci,
+                    len(mine),
+                    verdict,
+                    note,
+                    headline=False,
+                )
+            )
+    return rows

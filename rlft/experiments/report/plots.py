@@ -1,231 +1,168 @@
 """The report's plots: `make_plots(results, plot_dir)` draws every plot the results allow.
 
 Matplotlib on an Agg canvas (`Figure`, no pyplot state), so it runs headless anywhere. A plot
-the results cannot support is skipped with a note that report.md shows in its place.
+the results cannot support is skipped with a note that report.md shows in its place. This
+module holds the registry and the summary plots (online advantage, Best-of-N, learning
+curves); frontier_plots.py and map_plot.py hold the others.
 """
 
 import os
 from collections.abc import Mapping
 
-import numpy as np
-from matplotlib.figure import Figure
+from rlft.experiments.report.comparisons import HEADLINE
+from rlft.experiments.report.frontier_plots import plot_frontier, plot_rm_vs_gold
+from rlft.experiments.report.map_plot import plot_map
+from rlft.experiments.report.markdown import eval_name
+from rlft.experiments.report.plot_style import axes, log_x, yerr
 
-from rlft.experiments.report.schema import ARMS, _arm_key, _budgets_of, _cell_rows, _tasks
-
-
-def _color(arm: str) -> str:
-    return f"C{_arm_key(arm)[0] % 10}" if arm in ARMS else f"C{(len(ARMS) + len(arm)) % 10}"
-
-
-def _yerr(rows: list, mean: str, ci: str) -> np.ndarray:
-    """Asymmetric error bars from [lo, hi] intervals; 0 where a cell has no interval."""
-    lo = [r[mean] - r[ci][0] if r[ci][0] is not None else 0.0 for r in rows]
-    hi = [r[ci][1] - r[mean] if r[ci][1] is not None else 0.0 for r in rows]
-    return np.array([lo, hi])
+CHECKPOINT_STYLE = {"matched_kl": ("o", "matched KL (K*)"), "selected": ("s", "selected")}
+CHECKPOINT_STYLE |= {"final": ("^", "final")}
 
 
-def _axes(ncols: int, width: float = 4.8, height: float = 3.6) -> tuple:
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
-    return fig, fig.subplots(1, ncols, squeeze=False)[0]
-
-
-def _log_x(ax, values) -> None:
-    """Log x axis labelled at the values themselves (budgets, N), not at powers of ten."""
-    values = sorted(set(values))
-    ax.set_xscale("log")
-    ax.set_xticks(values, [str(v) for v in values])
-    ax.minorticks_off()
-
-
-def _usable(rows: list, mean: str) -> list:
-    return [r for r in rows if r[mean] is not None]
-
-
-def _plot_gold_vs_budget(results: Mapping, task: str):
-    """Gold reward per arm against the label budget (arms side by side for a single budget)."""
-    rows = _usable([r for r in results["summary"] if r["task"] == task], "gold_reward_mean")
-    budgets = _budgets_of(results, task)
+def plot_advantage(results: Mapping):
+    """online_dpo - offline_dpo gold reward (primary eval), paired 95% CI, per cell and budget,
+    at matched KL, selected and final checkpoints."""
+    ev = results["settings"]["primary_eval"]
+    rows = [
+        c
+        for c in results["comparisons"]
+        if (c["arm"], c["baseline"]) == HEADLINE
+        and c["eval"] == ev
+        and c["mean"] is not None
+        and c["level"] in (None, "K*")
+    ]
     if not rows:
-        return "no finite gold reward"
-    fig, (ax,) = _axes(1, width=6.0)
-    if len(budgets) == 1:
-        cell = _usable(_cell_rows(results, task, budgets[0]), "gold_reward_mean")
-        for i, r in enumerate(cell):
-            yerr = _yerr([r], "gold_reward_mean", "gold_reward_ci95")
+        return "no cell has a measured online_dpo - offline_dpo difference"
+    keys = list(dict.fromkeys((c["task"], c["label_budget"]) for c in rows))
+    fig, ax_grid = axes(1, width=max(5.0, 0.9 * len(keys) + 2))
+    ax = ax_grid[0][0]
+    for j, (checkpoint, (marker, label)) in enumerate(CHECKPOINT_STYLE.items()):
+        pts = [c for c in rows if c["checkpoint"] == checkpoint]
+        x = [keys.index((c["task"], c["label_budget"])) + 0.2 * (j - 1) for c in pts]
+        if pts:
             ax.errorbar(
-                i, r["gold_reward_mean"], yerr=yerr, fmt="o", capsize=4, color=_color(r["arm"])
+                x,
+                [c["mean"] for c in pts],
+                yerr=yerr(pts, "mean", "ci95"),
+                fmt=marker,
+                capsize=3,
+                color=f"C{j}",
+                label=label,
             )
-        ax.set_xticks(range(len(cell)), [r["arm"] for r in cell], rotation=30, ha="right")
-        ax.set_title(f"{task}: gold reward, {budgets[0]} labels")
-    else:
-        for arm in sorted({r["arm"] for r in rows}, key=_arm_key):
-            arm_rows = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["label_budget"])
-            if not {r["label_budget"] for r in arm_rows} & set(budgets):  # SFT run once
-                ax.axhline(arm_rows[0]["gold_reward_mean"], color=_color(arm), ls="--", label=arm)
-                continue
-            x = [r["label_budget"] for r in arm_rows]
-            y = [r["gold_reward_mean"] for r in arm_rows]
-            yerr = _yerr(arm_rows, "gold_reward_mean", "gold_reward_ci95")
-            ax.errorbar(x, y, yerr=yerr, marker="o", capsize=3, color=_color(arm), label=arm)
-        _log_x(ax, budgets)
-        ax.set_xlabel("label budget (preference pairs)")
-        ax.set_title(f"{task}: gold reward vs label budget")
-        ax.legend(fontsize=7)
-    ax.set_ylabel("gold reward (95% CI over seeds)")
-    return fig
-
-
-def _plot_advantage(results: Mapping):
-    """online_dpo - offline_dpo gold reward with its paired 95% CI, per task and budget."""
-    rows = [r for r in results["comparisons"] if r["arm"] == "online_dpo" and r["mean"] is not None]
-    if not rows:
-        return "no task ran both online_dpo and offline_dpo"
-    fig, (ax,) = _axes(1, width=max(5.0, 0.7 * len(rows) + 2))
-    ax.errorbar(
-        range(len(rows)),
-        [r["mean"] for r in rows],
-        yerr=_yerr(rows, "mean", "ci95"),
-        fmt="o",
-        capsize=4,
-        color="C2",
-    )
     ax.axhline(0.0, color="grey", lw=0.8)
-    ticks = [f"{r['task']}\n{r['label_budget']}" for r in rows]
-    ax.set_xticks(range(len(rows)), ticks, fontsize=8)
-    ax.set_ylabel("online - offline DPO gold reward")
+    ax.set_xticks(range(len(keys)), [f"{c}\n{b}" for c, b in keys], fontsize=8)
+    ax.set_ylabel(f"online - offline DPO gold, {eval_name(results['settings'], ev)}")
     ax.set_title("Online advantage (paired by seed, 95% CI)")
+    ax.legend(fontsize=7)
     return fig
 
 
-def _plot_best_of_n(results: Mapping, task: str):
-    rows = _usable([r for r in results["best_of_n"] if r["task"] == task], "gold_reward_mean")
-    budgets = sorted({r["label_budget"] for r in rows})
+def plot_best_of_n(results: Mapping, cell: str):
+    rows = [
+        r for r in results["best_of_n"] if r["task"] == cell and r["gold_reward_mean"] is not None
+    ]
     if not rows:
         return "no Best-of-N records"
-    fig, axes = _axes(len(budgets))
-    for ax, budget in zip(axes, budgets, strict=True):
+    budgets = sorted({r["label_budget"] for r in rows})
+    fig, ax_grid = axes(len(budgets))
+    for ax, budget in zip(ax_grid[0], budgets, strict=True):
         for i, ranker in enumerate(dict.fromkeys(r["ranker"] for r in rows)):
             pts = sorted(
-                (r for r in rows if r["ranker"] == ranker and r["label_budget"] == budget),
+                (r for r in rows if (r["ranker"], r["label_budget"]) == (ranker, budget)),
                 key=lambda r: r["n"],
             )
             ax.errorbar(
                 [r["n"] for r in pts],
                 [r["gold_reward_mean"] for r in pts],
-                yerr=_yerr(pts, "gold_reward_mean", "gold_reward_ci95"),
+                yerr=yerr(pts, "gold_reward_mean", "gold_reward_ci95"),
                 marker="o",
                 capsize=3,
                 color=f"C{i}",
                 label=ranker,
             )
-        _log_x(ax, [r["n"] for r in rows])
+        log_x(ax, [r["n"] for r in rows])
         ax.set_xlabel("N (SFT samples reranked)")
         ax.set_ylabel("gold reward of the pick")
-        ax.set_title(f"{task}, {budget} labels: Best-of-N")
+        ax.set_title(f"{cell}, {budget} labels: Best-of-N")
         ax.legend(fontsize=7)
     return fig
 
 
-def _plot_frontier(results: Mapping, task: str):
-    cells = [c for c in results["frontier"] if c["task"] == task]
-    budgets = sorted({c["label_budget"] for c in cells})
-    if not cells:
-        return "no frontier checkpoints"
-    fig, axes = _axes(len(budgets))
-    for ax, budget in zip(axes, budgets, strict=True):
-        for cell in (c for c in cells if c["label_budget"] == budget):
-            pts = [
-                p
-                for p in cell["points"]
-                if None not in (p["kl_to_ref_mean"], p["gold_reward_mean"])
-            ]
-            ax.plot(
-                [p["kl_to_ref_mean"] for p in pts],
-                [p["gold_reward_mean"] for p in pts],
-                marker=".",
-                color=_color(cell["arm"]),
-                label=cell["arm"],
-            )
-        for r in _usable(_cell_rows(results, task, budget), "kl_to_ref_mean"):
-            if r["gold_reward_mean"] is not None:
-                ax.plot(
-                    r["kl_to_ref_mean"],
-                    r["gold_reward_mean"],
-                    marker="*",
-                    ms=11,
-                    color=_color(r["arm"]),
-                    ls="none",
-                )
-        ax.set_xlabel("KL to reference (nats)")
-        ax.set_ylabel("gold reward")
-        ax.set_title(f"{task}, {budget} labels: reward vs KL (star: final)")
-        ax.legend(fontsize=7)
-    return fig
-
-
-def _plot_curves(results: Mapping):
+def plot_curves(results: Mapping):
     rows = results["curves_summary"]
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
     if not rows:
-        return "no learning-curve records (quick variant)"
-    fig, axes = _axes(len(tasks))
-    for ax, task in zip(axes, tasks, strict=True):
-        pts = [r for r in rows if r["task"] == task]
+        return "no learning-curve records"
+    cells = list(dict.fromkeys(r["task"] for r in rows))
+    fig, ax_grid = axes(len(cells))
+    for ax, cell in zip(ax_grid[0], cells, strict=True):
+        pts = [r for r in rows if r["task"] == cell]
         for i, (m, label) in enumerate((("rm", "global RM"), ("dpo", "DPO implicit reward"))):
-            pts_m = _usable(pts, f"{m}_heldout_accuracy_mean")
+            mean, ci = f"{m}_heldout_accuracy_mean", f"{m}_heldout_accuracy_ci95"
+            ok = [r for r in pts if r[mean] is not None]
             ax.errorbar(
-                [r["n_pairs"] for r in pts_m],
-                [r[f"{m}_heldout_accuracy_mean"] for r in pts_m],
-                yerr=_yerr(pts_m, *(f"{m}_heldout_accuracy_{s}" for s in ("mean", "ci95"))),
+                [r["n_pairs"] for r in ok],
+                [r[mean] for r in ok],
+                yerr=yerr(ok, mean, ci),
                 marker="o",
                 capsize=3,
                 color=f"C{i}",
                 label=label,
             )
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-        _log_x(ax, [r["n_pairs"] for r in pts])
+        log_x(ax, [r["n_pairs"] for r in pts])
         ax.set_xlabel("preference pairs N")
         ax.set_ylabel("held-out pair accuracy")
-        ax.set_title(f"{task}: learning curves")
+        ax.set_title(f"{cell}: learning curves")
         ax.legend(fontsize=7)
     return fig
 
 
-def _slug(name: str) -> str:
+def slug(name: str) -> str:
+    """A file-name-safe version of a cell name."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def make_plots(results: Mapping, plot_dir: str) -> tuple[list, list]:
-    """Render every plot the results allow into plot_dir: (made, skipped) lists for the report."""
+def wanted_plots(results: Mapping) -> list[tuple]:
+    """(name, report section, caption, draw) of every plot, the online advantage first."""
     wanted = [
-        ("online_advantage", "verdict:H6", "online advantage", lambda: _plot_advantage(results))
+        ("online_advantage", "verdict:H6", "online advantage", lambda: plot_advantage(results)),
+        ("map", "map", "outcome against precondition", lambda: plot_map(results)),
     ]
-    for task in _tasks(results):
-        s = _slug(task)
+    for cell in results["tasks"]:
+        s = slug(cell)
         wanted += [
             (
-                f"gold_vs_budget_{s}",
-                f"task:{task}",
-                f"{task}: gold reward per arm",
-                lambda t=task: _plot_gold_vs_budget(results, t),
+                f"frontier_{s}",
+                f"cell:{cell}",
+                f"{cell}: gold reward vs KL",
+                lambda c=cell: plot_frontier(results, c),
+            ),
+            (
+                f"rm_vs_gold_{s}",
+                "overoptimisation",
+                f"{cell}: RM score vs gold reward",
+                lambda c=cell: plot_rm_vs_gold(results, c),
             ),
             (
                 f"best_of_n_{s}",
                 "best_of_n",
-                f"{task}: Best-of-N",
-                lambda t=task: _plot_best_of_n(results, t),
-            ),
-            (
-                f"frontier_{s}",
-                "frontier",
-                f"{task}: reward vs KL frontier",
-                lambda t=task: _plot_frontier(results, t),
+                f"{cell}: Best-of-N",
+                lambda c=cell: plot_best_of_n(results, c),
             ),
         ]
-    wanted.append(("curves", "curves", "RM and DPO learning curves", lambda: _plot_curves(results)))
+    wanted.append(("curves", "curves", "RM and DPO learning curves", lambda: plot_curves(results)))
+    return wanted
+
+
+def make_plots(results: Mapping, plot_dir: str) -> tuple[list, list]:
+    """Render every plot the results allow into plot_dir: (made, skipped) lists for the report.
+
+    made: {"name", "section", "caption", "path"} with the path relative to plot_dir's parent;
+    skipped: {"name", "section", "note"}.
+    """
     os.makedirs(plot_dir, exist_ok=True)
     made, skipped = [], []
-    for name, section, caption, draw in wanted:
+    for name, section, caption, draw in wanted_plots(results):
         fig = draw()
         if isinstance(fig, str):
             skipped.append({"name": name, "section": section, "note": fig})

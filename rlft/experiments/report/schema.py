@@ -1,9 +1,10 @@
-"""The shape of the reproduce pipeline's records and of results.json, and how to read them.
+"""The records the pipeline hands the report, the results.json it writes, and their checks.
 
-Which arms, rankers, metrics and task roles the report knows; the required fields of each
-record and results.json section with their kinds, checked by `validate_records` and
-`validate_results`; and the helpers report.py, verdicts.py and plots.py share: the JSON-safe
-copy (NaN written as null) and the orders of tasks, budgets and arms.
+`validate_records` checks the pipeline's records (settings, per-cell task metadata, runs with
+their frontier of checkpoints, diagnostics, learning curves) and `validate_results` the
+results.json object; each raises ValueError naming the first missing or mistyped field by its
+path (e.g. `records.runs[3].frontier[2].kl_to_ref`). `json_safe` is the JSON copy both write
+(NaN and inf as null).
 """
 
 import math
@@ -11,56 +12,74 @@ from collections.abc import Mapping
 
 import numpy as np
 
-# Keep in step with rlft.experiments.spec.ARMS (not imported: that module pulls in JAX).
-ARMS = ("sft", "offline_dpo", "online_dpo", "online_dpo_from_dpo", "ppo", "oracle_online_dpo")
-RANKERS = ("global_rm", "local_rm", "gold")
-# Which task plays which part in the hypotheses (PAPER.md section 5, rlft/tasks/__init__.py).
-TASK_ROLES = {"gap": "keyed", "short": "keyed_short", "hard_verifier": "rouge", "control": "bandit"}
-H4_SUFFIXES = ("_narrow", "_wide")
-METRICS = ("gold_reward", "win_rate_vs_sft", "kl_to_ref")
-DIAG_METRICS = (
-    "rm_heldout_accuracy",
-    "dpo_heldout_accuracy",
-    "rm_heldout_loglik",
-    "dpo_heldout_loglik",
-    "oracle_best_of_k_gain",
-)
+from rlft.experiments.arm_table import ARMS
 
-# Field kinds checked by _check: NUM (int or float, NaN allowed), INT, STR, LIST, DICT,
-# OPT (a number or null: JSON has no NaN, so a NaN is written as null), CI ([lo, hi], each OPT).
+EVALS = ("greedy", "sample")  # near-greedy samples (T = settings.greedy_temperature) or T = 1
+# Each evaluation's frontier field of a metric: gold_reward (T = 1), gold_reward_greedy, ...
+EVAL_SUFFIX = {"sample": "", "greedy": "_greedy"}
+RANKERS = ("global_rm", "local_rm", "gold")
+SELECTION_RULES = ("heldout_dpo_loglik", "heldout_rm_minus_beta_kl")
+LABEL_SOURCES = ("sft", "wide")
+REWARD_CLASSES = ("last", "mean", "sum", "bilinear")
+# Frontier metrics averaged over seeds (kl_to_ref: nats per response, Monte Carlo, T = 1).
+POINT_METRICS = ("kl_to_ref", "gold_reward", "gold_reward_greedy", "win_rate_vs_sft")
+POINT_METRICS += ("win_rate_vs_sft_greedy", "rm_score", "rm_score_greedy", "selection")
+DIAG_METRICS = ("rm_heldout_accuracy", "dpo_heldout_accuracy", "rm_heldout_loglik")
+DIAG_METRICS += ("dpo_heldout_loglik", "oracle_best_of_k_gain", "informative_label_frac")
+DIAG_METRICS += ("label_agreement_with_gold",)
+SFT_FIT = ("demo_gold", "sft_gold", "sft_gold_greedy", "heldout_nll_per_token")
+
+# Field kinds: NUM (int or float, NaN allowed), INT, STR, LIST, DICT, OPT (a number or null:
+# JSON has no NaN, so NaN is written as null), OPT_INT, OPT_STR, CI ([lo, hi], each OPT).
 NUM, INT, STR, LIST, DICT, OPT, CI = "number", "int", "str", "list", "dict", "number|null", "ci95"
+OPT_INT, OPT_STR, BOOL = "int|null", "str|null", "bool"
+
+SETTINGS_FIELDS = {"beta": NUM, "greedy_temperature": NUM, "sample_temperature": NUM}
+SETTINGS_FIELDS |= {"primary_eval": STR}
+TASK_FIELDS = {"task": STR, "family": STR, "knobs": DICT, "description": STR}
+TASK_FIELDS |= {"vocab_size": INT, "prompt_len": INT, "response_len": INT}
+TASK_FIELDS |= {"label_source": STR, "reward_class": STR}
 KEYS = {"task": STR, "label_budget": INT}
-# The pipeline's records.
-RUN_FIELDS = {**KEYS, "seed": INT, "arm": STR, **dict.fromkeys(METRICS, NUM)}
-RUN_OPTIONAL = {"frontier": LIST, "gold_parts": DICT, "rm_score": OPT, "wall_s": NUM}
-FRONTIER_FIELDS = {"step": INT, **dict.fromkeys(METRICS, NUM)}
-DIAG_FIELDS = {**KEYS, "seed": INT, **dict.fromkeys(DIAG_METRICS, NUM), "best_of_n": LIST}
+RUN_FIELDS = {**KEYS, "seed": INT, "arm": STR, "selection_rule": OPT_STR}
+RUN_FIELDS |= {"num_pairs": OPT_INT, "num_prompts": OPT_INT, "wall_s": NUM, "frontier": LIST}
+RUN_OPTIONAL = {"policy_distance": DICT}
+POINT_FIELDS = {"step": INT, "kl_to_ref": NUM, "gold_reward": NUM, "gold_reward_greedy": NUM}
+POINT_FIELDS |= {"win_rate_vs_sft": NUM, "win_rate_vs_sft_greedy": NUM}
+POINT_FIELDS |= {"rm_score": OPT, "rm_score_greedy": OPT, "selection": OPT}
+POINT_FIELDS |= {"gold_parts": DICT, "gold_parts_greedy": DICT}
+DIAG_FIELDS = {**KEYS, "seed": INT, **dict.fromkeys(DIAG_METRICS, NUM)}
+DIAG_FIELDS |= {"best_of_n": LIST, "sft_fit": DICT}
+DIAG_OPTIONAL = {"isomorphic": DICT}
 BON_FIELDS = {"ranker": STR, "n": INT, "gold_reward": NUM}
 CURVE_FIELDS = {"task": STR, "seed": INT, "n_pairs": INT}
 CURVE_FIELDS |= dict.fromkeys(("rm_heldout_accuracy", "dpo_heldout_accuracy"), NUM)
-RECORD_FIELDS = {"runs": LIST, "diagnostics": LIST, "curves": LIST, "tasks": DICT}
-RECORD_FIELDS |= {"wall_time_s": NUM}
-
-
-def _mean_fields(metrics) -> dict:
-    return {f"{m}_{s}": k for m in metrics for s, k in (("mean", OPT), ("ci95", CI))}
-
-
-def _nullable(fields: dict) -> dict:
-    return {k: OPT if kind == NUM else kind for k, kind in fields.items()}
-
+RECORD_FIELDS = {"settings": DICT, "tasks": DICT, "runs": LIST, "diagnostics": LIST}
+RECORD_FIELDS |= {"curves": LIST, "wall_time_s": NUM}
+# Closed vocabularies: (where, field) -> allowed values.
+ENUMS = {
+    ("settings", "primary_eval"): EVALS,
+    ("tasks", "label_source"): LABEL_SOURCES,
+    ("tasks", "reward_class"): REWARD_CLASSES,
+    ("runs", "arm"): tuple(ARMS),
+    ("runs", "selection_rule"): (*SELECTION_RULES, None),
+    ("best_of_n", "ranker"): RANKERS,
+}
 
 # results.json: each section's required fields (more are welcome).
-RESULT_FIELDS = {"config": DICT, "runs": LIST, "summary": LIST, "diagnostics": LIST}
-RESULT_FIELDS |= {"curves": LIST, "best_of_n": LIST, "tasks": DICT, "wall_time_s": NUM}
-RESULT_FIELDS |= {"hypotheses": LIST}
+RESULT_FIELDS = {"config": DICT, "settings": DICT, "tasks": DICT, "runs": LIST, "summary": LIST}
+RESULT_FIELDS |= {"frontier": LIST, "comparisons": LIST, "diagnostics": LIST, "best_of_n": LIST}
+RESULT_FIELDS |= {"curves": LIST, "hypotheses": LIST, "map": DICT, "wall_time_s": NUM}
+RESULT_FIELDS |= {"isomorphic": LIST}
+VERDICTS = ("supported", "contradicted", "inconclusive", "not applicable")
+VERDICTS += ("not run in this variant",)
+EST = {"mean": OPT, "ci95": CI}
 RESULT_SECTIONS = {
-    "runs": _nullable(RUN_FIELDS),
-    "summary": {**KEYS, "arm": STR, "n_seeds": INT, **_mean_fields(METRICS)},
-    "diagnostics": {**KEYS, "n_seeds": INT, **_mean_fields(DIAG_METRICS), "per_seed": LIST},
-    "best_of_n": {**KEYS, "ranker": STR, "n": INT, "n_seeds": INT, **_mean_fields(["gold_reward"])},
-    "curves": _nullable(CURVE_FIELDS),
-    "hypotheses": {"id": STR, "quantity": STR, "mean": OPT, "ci95": CI, "n": STR, "verdict": STR},
+    "summary": {**KEYS, "arm": STR, "n_seeds": INT, "selected_steps": LIST, "matched_kl": OPT},
+    "comparisons": {**KEYS, "arm": STR, "baseline": STR, "eval": STR, "checkpoint": STR}
+    | {"kl": OPT, "n_seeds": INT, "per_seed": LIST, **EST, "applicable": BOOL, "reason": STR},
+    "diagnostics": {**KEYS, "n_seeds": INT, "per_seed": LIST},
+    "best_of_n": {**KEYS, "ranker": STR, "n": INT, "n_seeds": INT, "gold_reward_mean": OPT},
+    "hypotheses": {"id": STR, "quantity": STR, **EST, "n": STR, "verdict": STR, "note": STR},
 }
 
 
@@ -74,12 +93,18 @@ def _is_num(v) -> bool:
 def _is(v, kind: str) -> bool:
     if kind == NUM:
         return _is_num(v)
-    if kind == INT:
-        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+    if kind in (INT, OPT_INT):
+        return (kind == OPT_INT and v is None) or (
+            isinstance(v, int | np.integer) and not isinstance(v, bool)
+        )
     if kind == OPT:
         return v is None or _is_num(v)
+    if kind == OPT_STR:
+        return v is None or isinstance(v, str)
     if kind == CI:
         return isinstance(v, list | tuple) and len(v) == 2 and all(_is(x, OPT) for x in v)
+    if kind == BOOL:
+        return isinstance(v, bool)
     return isinstance(v, {STR: str, LIST: list | tuple, DICT: Mapping}[kind])
 
 
@@ -101,37 +126,72 @@ def _check_rows(rows, fields: dict, where: str) -> None:
         _check(row, fields, f"{where}[{i}]")
 
 
+def _check_enum(obj: Mapping, section: str, key: str, where: str) -> None:
+    allowed = ENUMS[section, key]
+    if obj[key] not in allowed:
+        raise ValueError(f"{where}.{key}: {obj[key]!r} is not one of {allowed}")
+
+
+def _check_run(run: Mapping, where: str, cells: Mapping) -> None:
+    _check(run, RUN_OPTIONAL, where, optional=True)
+    _check_enum(run, "runs", "arm", where)
+    _check_enum(run, "runs", "selection_rule", where)
+    if run["task"] not in cells:
+        raise ValueError(f"{where}.task: {run['task']!r} has no entry in records.tasks")
+    if not run["frontier"]:
+        raise ValueError(f"{where}.frontier: empty (point 0 is the starting policy)")
+    _check_rows(run["frontier"], POINT_FIELDS, f"{where}.frontier")
+    steps = [p["step"] for p in run["frontier"]]
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError(f"{where}.frontier: steps not strictly ascending: {steps}")
+
+
 def validate_records(records: Mapping) -> None:
-    """Raise ValueError naming the first missing or mistyped key of the pipeline's records."""
+    """Raise ValueError naming the first missing, mistyped or out-of-vocabulary field."""
     _check(records, RECORD_FIELDS, "records")
+    _check(records["settings"], SETTINGS_FIELDS, "records.settings")
+    _check_enum(records["settings"], "settings", "primary_eval", "records.settings")
+    for cell, meta in records["tasks"].items():
+        where = f"records.tasks[{cell!r}]"
+        _check(meta, TASK_FIELDS, where)
+        for key in ("label_source", "reward_class"):
+            _check_enum(meta, "tasks", key, where)
+        if meta["response_len"] < 1:
+            raise ValueError(f"{where}.response_len: {meta['response_len']} (includes the EOS)")
     _check_rows(records["runs"], RUN_FIELDS, "records.runs")
     for i, run in enumerate(records["runs"]):
-        _check(run, RUN_OPTIONAL, f"records.runs[{i}]", optional=True)
-        _check_rows(run.get("frontier") or [], FRONTIER_FIELDS, f"records.runs[{i}].frontier")
+        _check_run(run, f"records.runs[{i}]", records["tasks"])
     _check_rows(records["diagnostics"], DIAG_FIELDS, "records.diagnostics")
     for i, diag in enumerate(records["diagnostics"]):
-        _check_rows(diag["best_of_n"], BON_FIELDS, f"records.diagnostics[{i}].best_of_n")
+        where = f"records.diagnostics[{i}]"
+        _check(diag, DIAG_OPTIONAL, where, optional=True)
+        _check(diag["sft_fit"], dict.fromkeys(SFT_FIT, NUM), f"{where}.sft_fit")
+        _check_rows(diag["best_of_n"], BON_FIELDS, f"{where}.best_of_n")
+        for j, point in enumerate(diag["best_of_n"]):
+            _check_enum(point, "best_of_n", "ranker", f"{where}.best_of_n[{j}]")
     _check_rows(records["curves"], CURVE_FIELDS, "records.curves")
 
 
 def validate_results(obj: Mapping) -> None:
-    """Raise ValueError naming the first missing or mistyped key of a results.json object."""
+    """Raise ValueError naming the first missing or mistyped field of a results.json object."""
     _check(obj, RESULT_FIELDS, "results")
     for section, fields in RESULT_SECTIONS.items():
         _check_rows(obj[section], fields, f"results.{section}")
+    for i, row in enumerate(obj["hypotheses"]):
+        if row["verdict"] not in VERDICTS:
+            raise ValueError(
+                f"results.hypotheses[{i}].verdict: {row['verdict']!r} not in {VERDICTS}"
+            )
 
 
-# ----------------------------------------------------------------------------- reading
-
-
-def _clean(x):
+def json_safe(x):
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None, configs to dicts."""
     if hasattr(x, "to_dict"):  # ml_collections.ConfigDict
         x = x.to_dict()
     if isinstance(x, Mapping):
-        return {str(k): _clean(v) for k, v in x.items()}
+        return {str(k): json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple | np.ndarray):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     if isinstance(x, bool | np.bool_):
         return bool(x)
     if isinstance(x, int | np.integer):
@@ -141,39 +201,3 @@ def _clean(x):
     if x is None or isinstance(x, str):
         return x
     return str(x)
-
-
-def _arm_key(arm: str) -> tuple:
-    return (ARMS.index(arm), arm) if arm in ARMS else (len(ARMS), arm)
-
-
-def _sorted_cells(index: dict, order: list[str]) -> list:
-    def key(cell):
-        return (order.index(cell[0]), cell[1], *(_arm_key(c) for c in cell[2:3]))
-
-    return sorted(index, key=key)
-
-
-def _tasks(results: Mapping) -> list[str]:
-    order = list(results["tasks"])
-    for row in [*results["summary"], *results["diagnostics"]]:
-        if row["task"] not in order:
-            order.append(row["task"])
-    return order
-
-
-def _cell_rows(results: Mapping, task: str, budget: int) -> list[dict]:
-    """Summary rows of one cell; SFT rows recorded at a budget no other arm uses join every cell."""
-    rows = [r for r in results["summary"] if r["task"] == task]
-    budgets = {r["label_budget"] for r in rows if r["arm"] != "sft"}
-    return [
-        r
-        for r in rows
-        if r["label_budget"] == budget or (r["arm"] == "sft" and r["label_budget"] not in budgets)
-    ]
-
-
-def _budgets_of(results: Mapping, task: str) -> list[int]:
-    rows = [r for r in results["summary"] if r["task"] == task]
-    budgets = sorted({r["label_budget"] for r in rows if r["arm"] != "sft"})
-    return budgets or sorted({r["label_budget"] for r in rows})

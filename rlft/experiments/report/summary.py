@@ -1,182 +1,141 @@
-"""The numbers of results.json: each (task, budget, arm) cell averaged over seeds with Student-t
-95% intervals (stats.py), frontiers, diagnostics, Best-of-N, learning curves and the paired
-comparisons with offline DPO. `build_results` assembles them; report.py renders and writes.
+"""The numbers of results.json: `build_results(config, records)` assembles every section.
+
+Per (cell, budget, arm), `arm_rows` gives the seed mean and Student-t 95% interval (stats.py)
+of every frontier metric at three checkpoint choices: the final checkpoint, the selected one
+(frontier.select, with the chosen step of each seed) and the cell's matched KL (the K* at which
+online and offline DPO are compared, comparisons.HEADLINE, so every arm of a cell is read at
+one KL). `frontier_rows` averages each step's checkpoint over seeds for the plots. Comparisons,
+diagnostics, verdicts and the map come from their own modules.
 """
 
-import math
 from collections.abc import Mapping
 
-from rlft.experiments.report import control, stats
-from rlft.experiments.report.schema import (
-    DIAG_METRICS,
-    METRICS,
-    RANKERS,
-    TASK_ROLES,
-    _clean,
-    _sorted_cells,
-    validate_records,
-)
-from rlft.experiments.report.verdicts import (
-    _paired_diffs,
-    hypotheses,
-)
+from rlft.experiments.report import control, diagnostics, frontier, stats
+from rlft.experiments.report.cells import TASK_ROLES, arm_runs, cell_order, index_rows, sorted_keys
+from rlft.experiments.report.comparisons import HEADLINE, comparison_rows, find
+from rlft.experiments.report.map import build_map
+from rlft.experiments.report.schema import POINT_METRICS, json_safe, validate_records
+from rlft.experiments.report.verdicts import hypotheses
 
-# ----------------------------------------------------------------------------- aggregating
+MATCHED_METRICS = tuple(m for m in POINT_METRICS if m not in ("kl_to_ref", "selection"))
 
 
-def _agg(values) -> tuple:
-    """(mean, [lo, hi]) over the values that are not None; (None, [None, None]) if none are."""
-    vals = [float(v) for v in values if v is not None]
-    if not vals:
-        return None, [None, None]
-    mean, lo, hi = stats.mean_ci95(vals)
-    return _clean(mean), [_clean(lo), _clean(hi)]
+def _put(row: dict, prefix: str, metric: str, values) -> None:
+    mean, ci, _ = stats.estimate(values)
+    row[f"{prefix}_{metric}_mean"], row[f"{prefix}_{metric}_ci95"] = mean, ci
 
 
-def _task_order(records: Mapping) -> list[str]:
-    order = list(records["tasks"])
-    for row in [*records["runs"], *records["diagnostics"], *records["curves"]]:
-        if row["task"] not in order:
-            order.append(row["task"])
-    return order
+def _parts(points: list, key: str) -> dict:
+    names = sorted({k for p in points for k in p[key]})
+    return {k: stats.estimate(p[key].get(k) for p in points)[0] for k in names}
 
 
-def _index(rows, key_fields: tuple, what: str) -> dict:
-    """{key tuple: {seed: row}}, refusing two rows for one seed of a cell."""
-    index = {}
-    for row in rows:
-        cell = index.setdefault(tuple(row[k] for k in key_fields), {})
-        if row["seed"] in cell:
-            cell_name = ", ".join(f"{k}={row[k]!r}" for k in key_fields)
-            raise ValueError(f"two {what} records for {cell_name}, seed {row['seed']}")
-        cell[row["seed"]] = row
-    return index
+def _at_checkpoint(row: dict, runs: list, which: str) -> None:
+    points = [frontier.checkpoint(r["frontier"], which) for r in runs]
+    if which == "selected":
+        row["selected_steps"] = [None if p is None else p["step"] for p in points]
+    points = [p for p in points if p is not None]
+    row[f"{which}_n_seeds"] = len(points)
+    for m in POINT_METRICS:
+        _put(row, which, m, [p[m] for p in points])
+    for key in ("gold_parts", "gold_parts_greedy"):
+        row[f"{which}_{key}_mean"] = _parts(points, key)
 
 
-def _summarize_runs(runs_index: dict, order: list[str]) -> list[dict]:
-    """One row per (task, budget, arm): seed means and intervals, RM score, gold parts."""
+def _at_matched_kl(row: dict, runs: dict, level: dict) -> None:
+    """Each metric interpolated at the cell's K* in every seed; n/a if a seed does not reach it."""
+    row["matched_kl"], row["matched_kl_note"] = None, level["reason"]
+    for m in MATCHED_METRICS:
+        row[f"matched_{m}_mean"], row[f"matched_{m}_ci95"] = None, [None, None]
+    if level["kl"] is None:
+        return
+    kl = level["kl"]
+    ranges = {s: frontier.kl_range(r["frontier"]) for s, r in sorted(runs.items())}
+    short = [(s, (lo, hi)) for s, (lo, hi) in ranges.items() if not lo <= kl <= hi]
+    row["matched_kl"] = kl
+    if short:
+        s, (lo, hi) = short[0]
+        row["matched_kl_note"] = f"seed {s} covers KL [{lo:.3f}, {hi:.3f}] only"
+        return
+    for m in MATCHED_METRICS:
+        values = [frontier.interpolate(r["frontier"], kl, m)[0] for _, r in sorted(runs.items())]
+        _put(row, "matched", m, values)
+
+
+def cell_level(comparisons: list, cell: str, budget: int, primary: str) -> dict:
+    """{"kl": K* of the headline comparison (online vs offline DPO) or None, "reason": why not}."""
+    row = find(comparisons, cell, budget, *HEADLINE, primary, "matched_kl")
+    if row is None:
+        return {"kl": None, "reason": f"no {' and '.join(HEADLINE)} runs to match KL with"}
+    if not row["applicable"]:
+        return {"kl": None, "reason": row["reason"]}
+    return {"kl": row["kl"], "reason": ""}
+
+
+def arm_rows(index: Mapping, order: list[str], comparisons: list, primary: str) -> list[dict]:
+    """One row per (cell, budget, arm): final, selected and matched-KL seed means and CIs."""
     rows = []
-    for task, budget, arm in _sorted_cells(runs_index, order):
-        by_seed = runs_index[task, budget, arm]
-        runs = [by_seed[s] for s in sorted(by_seed)]
-        row = {"task": task, "label_budget": budget, "arm": arm, "n_seeds": len(runs)}
-        row["seeds"] = sorted(by_seed)
-        for m in (*METRICS, "rm_score", "wall_s"):
-            row[f"{m}_mean"], row[f"{m}_ci95"] = _agg(r.get(m) for r in runs)
-        parts = sorted({k for r in runs for k in r.get("gold_parts") or {}})
-        row["gold_parts_mean"] = {
-            k: _agg((r.get("gold_parts") or {}).get(k) for r in runs)[0] for k in parts
-        }
+    for cell, budget, arm in sorted_keys(index, order):
+        runs = arm_runs(index, cell, budget, arm)
+        seeds = sorted(runs)
+        row = {"task": cell, "label_budget": budget, "arm": arm, "n_seeds": len(seeds)}
+        row |= {"seeds": seeds, "selection_rule": runs[seeds[0]]["selection_rule"]}
+        for which in frontier.CHECKPOINTS:
+            _at_checkpoint(row, [runs[s] for s in seeds], which)
+        _at_matched_kl(row, runs, cell_level(comparisons, cell, budget, primary))
+        for m in ("wall_s", "num_pairs", "num_prompts"):
+            _put(row, "run", m, [runs[s][m] for s in seeds])
         rows.append(row)
     return rows
 
 
-def _summarize_frontier(runs_index: dict, order: list[str]) -> list[dict]:
-    """Seed-averaged reward-KL frontier of each cell, one point per checkpoint step."""
+def frontier_rows(index: Mapping, order: list[str]) -> list[dict]:
+    """Per (cell, budget, arm): each checkpoint step's metrics averaged over the seeds that
+    evaluated that step ({"step", "n_seeds", "<metric>_mean"})."""
     rows = []
-    for task, budget, arm in _sorted_cells(runs_index, order):
+    for cell, budget, arm in sorted_keys(index, order):
         by_step = {}
-        for run in runs_index[task, budget, arm].values():
-            for point in run.get("frontier") or []:
+        for run in index[cell, budget, arm].values():
+            for point in run["frontier"]:
                 by_step.setdefault(point["step"], []).append(point)
         points = [
             {"step": step, "n_seeds": len(ps)}
-            | {f"{m}_mean": _agg(p[m] for p in ps)[0] for m in METRICS}
+            | {f"{m}_mean": stats.estimate(p[m] for p in ps)[0] for m in POINT_METRICS}
             for step, ps in sorted(by_step.items())
         ]
-        if points:
-            rows.append({"task": task, "label_budget": budget, "arm": arm, "points": points})
-    return rows
-
-
-def _summarize_diagnostics(diag_index: dict, order: list[str]) -> list[dict]:
-    """One row per (task, budget): seed means and intervals, with the per-seed rows."""
-    rows = []
-    for task, budget in _sorted_cells(diag_index, order):
-        per_seed = [diag_index[task, budget][s] for s in sorted(diag_index[task, budget])]
-        row = {"task": task, "label_budget": budget, "n_seeds": len(per_seed)}
-        for m in DIAG_METRICS:
-            row[f"{m}_mean"], row[f"{m}_ci95"] = _agg(d[m] for d in per_seed)
-        rows.append(row | {"per_seed": _clean(per_seed)})
-    return rows
-
-
-def _summarize_best_of_n(diag_index: dict, order: list[str]) -> list[dict]:
-    cells = {}
-    for task, budget in _sorted_cells(diag_index, order):
-        for diag in diag_index[task, budget].values():
-            for point in diag["best_of_n"]:
-                key = (task, budget, point["ranker"], point["n"])
-                cells.setdefault(key, []).append(point["gold_reward"])
-    rows = []
-    for (task, budget, ranker, n), values in cells.items():
-        mean, ci = _agg(values)
-        rows.append(
-            {"task": task, "label_budget": budget, "ranker": ranker, "n": n}
-            | {"n_seeds": len(values), "gold_reward_mean": mean, "gold_reward_ci95": ci}
-        )
-    rank = {r: i for i, r in enumerate(RANKERS)}
-    return sorted(
-        rows,
-        key=lambda r: (order.index(r["task"]), r["label_budget"], rank.get(r["ranker"], 9), r["n"]),
-    )
-
-
-def _summarize_curves(curves: list, order: list[str]) -> list[dict]:
-    cells = {}
-    for c in curves:
-        cells.setdefault((c["task"], c["n_pairs"]), []).append(c)
-    rows = []
-    for task, n_pairs in sorted(cells, key=lambda k: (order.index(k[0]), k[1])):
-        cs = cells[task, n_pairs]
-        row = {"task": task, "n_pairs": n_pairs, "n_seeds": len(cs)}
-        for m in ("rm_heldout_accuracy", "dpo_heldout_accuracy"):
-            row[f"{m}_mean"], row[f"{m}_ci95"] = _agg(c[m] for c in cs)
-        rows.append(row)
-    return rows
-
-
-def _compare_to_offline(runs_index: dict, order: list[str]) -> list[dict]:
-    """Every arm minus offline DPO in gold reward, paired by seed, per task and budget."""
-    rows = []
-    for task, budget, arm in _sorted_cells(runs_index, order):
-        if arm == "offline_dpo" or (task, budget, "offline_dpo") not in runs_index:
-            continue
-        diffs = _paired_diffs(
-            runs_index, (task, budget, arm), (task, budget, "offline_dpo"), "gold_reward"
-        )
-        if diffs:
-            mean, lo, hi = stats.mean_ci95(diffs)
-            sign = stats.sign_verdict(lo, hi) if math.isfinite(mean) else "non-finite values"
-            rows.append(
-                {"task": task, "label_budget": budget, "arm": arm, "baseline": "offline_dpo"}
-                | {"metric": "gold_reward", "n_seeds": len(diffs), "mean": _clean(mean)}
-                | {"ci95": [_clean(lo), _clean(hi)], "sign": sign}
-            )
+        rows.append({"task": cell, "label_budget": budget, "arm": arm, "points": points})
     return rows
 
 
 def build_results(config, records: Mapping) -> dict:
-    """The results.json object (JSON-safe: NaN written as null), verdicts included."""
+    """The results.json object (JSON-safe: NaN written as null), verdicts and map included.
+
+    Raises ValueError (schema.validate_records) on malformed records, and on two records for
+    one seed of a (cell, budget, arm) or (cell, budget).
+    """
     validate_records(records)
-    order = _task_order(records)
-    runs_index = _index(records["runs"], ("task", "label_budget", "arm"), "run")
-    diag_index = _index(records["diagnostics"], ("task", "label_budget"), "diagnostics")
+    order = cell_order(records)
+    primary = records["settings"]["primary_eval"]
+    index = index_rows(records["runs"], ("task", "label_budget", "arm"), "run")
+    diag_index = index_rows(records["diagnostics"], ("task", "label_budget"), "diagnostics")
+    comparisons = comparison_rows(index, order)
     results = {
-        "config": _clean(config) if config is not None else {},
-        "runs": _clean(records["runs"]),
-        "summary": _summarize_runs(runs_index, order),
-        "comparisons": _compare_to_offline(runs_index, order),
-        "frontier": _summarize_frontier(runs_index, order),
-        "diagnostics": _summarize_diagnostics(diag_index, order),
-        "best_of_n": _summarize_best_of_n(diag_index, order),
-        "curves": _clean(records["curves"]),
-        "curves_summary": _summarize_curves(records["curves"], order),
-        "tasks": _clean(records["tasks"]),
+        "config": json_safe(config) if config is not None else {},
+        "settings": json_safe(records["settings"]),
+        "tasks": json_safe(records["tasks"]),
         "task_roles": dict(TASK_ROLES),
         "wall_time_s": float(records["wall_time_s"]),
-        "isomorphic": control.summarize(records["diagnostics"], order),
+        "runs": json_safe(records["runs"]),
+        "summary": json_safe(arm_rows(index, order, comparisons, primary)),
+        "frontier": json_safe(frontier_rows(index, order)),
+        "comparisons": json_safe(comparisons),
+        "diagnostics": json_safe(diagnostics.diagnostic_rows(diag_index, order)),
+        "best_of_n": json_safe(diagnostics.best_of_n_rows(diag_index, order)),
+        "curves": json_safe(records["curves"]),
+        "curves_summary": json_safe(diagnostics.curve_rows(records["curves"], order)),
+        "isomorphic": json_safe(control.summarize(records["diagnostics"], order)),
     }
-    results["hypotheses"] = hypotheses(runs_index, diag_index, order, results["config"])
+    results["hypotheses"] = json_safe(hypotheses(results))
+    results["map"] = json_safe(build_map(results))
     results["plots"], results["plots_skipped"] = [], []
     return results
