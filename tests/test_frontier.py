@@ -107,7 +107,7 @@ def test_select_ignores_missing_selection_and_none_means_no_checkpoint():
 
 def test_matched_kl_paired_differences_known_answer():
     """Gold = rate * KL in every run: the difference at K is (rate_a - rate_b) K per seed."""
-    rate_a, rate_b = {0: 0.3, 1: 0.2, 2: 0.4}, {0: 0.1, 1: 0.1, 2: 0.1}
+    rate_a, rate_b = {0: 0.3, 1: 0.2, 2: 0.4}, {0: 0.1, 1: 0.05, 2: 0.2}
     a = {s: pts(*((kl, r * kl) for kl in (0.0, 1.0, 4.0, 6.0))) for s, r in rate_a.items()}
     b = {s: pts(*((kl, r * kl) for kl in (0.0, 0.5, 2.0 + s))) for s, r in rate_b.items()}
     b[3] = b[0]  # a seed only one arm ran is left out
@@ -115,11 +115,12 @@ def test_matched_kl_paired_differences_known_answer():
     assert got["seeds"] == [0, 1, 2] and got["range"]["hi"] == 2.0
     k_star, k_half = got["levels"]
     assert (k_star["level"], k_star["kl"], k_half["kl"]) == ("K*", 2.0, 1.0)
-    np.testing.assert_allclose(k_star["per_seed"], [0.4, 0.2, 0.6], atol=1e-12)
-    np.testing.assert_allclose(k_half["per_seed"], [0.2, 0.1, 0.3], atol=1e-12)
-    half = 4.3027 * 0.2 / math.sqrt(3)  # sd of (0.4, 0.2, 0.6) is 0.2
+    np.testing.assert_allclose(k_star["per_seed"], [0.4, 0.3, 0.4], atol=1e-12)
+    np.testing.assert_allclose(k_half["per_seed"], [0.2, 0.15, 0.2], atol=1e-12)
+    mean, sd = 1.1 / 3, np.std([0.4, 0.3, 0.4], ddof=1)
+    half = 4.3027 * sd / math.sqrt(3)
     assert (k_star["mean"], k_star["lo"], k_star["hi"]) == pytest.approx(
-        (0.4, 0.4 - half, 0.4 + half)
+        (mean, mean - half, mean + half), abs=1e-12
     )
 
 

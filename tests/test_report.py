@@ -292,6 +292,45 @@ def test_comparisons_cover_every_arm_evaluation_and_checkpoint(written):
     assert not from_dpo["applicable"] and "no common KL range" in from_dpo["reason"]
 
 
+def test_comparison_numbers_from_the_runs_by_hand(written):
+    """online - offline on keyed at 250 labels, per seed, from the raw frontiers: linear gold
+    in KL gives the matched-KL value; the selected step and the last step give the others."""
+    _, results = written
+    runs = {
+        (r["arm"], r["seed"]): r["frontier"]
+        for r in results["runs"]
+        if (r["task"], r["label_budget"]) == ("keyed", 250)
+    }
+
+    def gold_at(points, kl):  # the straight line through the first and last point
+        a, b = points[0], points[-1]
+        rise = b["gold_reward_greedy"] - a["gold_reward_greedy"]
+        return a["gold_reward_greedy"] + rise / (b["kl_to_ref"] - a["kl_to_ref"]) * kl
+
+    def row(checkpoint):
+        return next(
+            c
+            for c in results["comparisons"]
+            if (c["task"], c["label_budget"], c["arm"], c["baseline"], c["eval"])
+            == ("keyed", 250, "online_dpo", "offline_dpo", "greedy")
+            and c["checkpoint"] == checkpoint
+            and c["level"] in (None, "K*")
+        )
+
+    pairs = [(runs["online_dpo", s], runs["offline_dpo", s]) for s in (0, 1, 2)]
+    g = "gold_reward_greedy"
+    expected = {
+        "matched_kl": [gold_at(a, 2.0) - gold_at(b, 2.0) for a, b in pairs],
+        "selected": [a[SELECTED_POINT][g] - b[SELECTED_POINT][g] for a, b in pairs],
+        "final": [a[-1][g] - b[-1][g] for a, b in pairs],
+    }
+    for checkpoint, values in expected.items():
+        c = row(checkpoint)
+        np.testing.assert_allclose(c["per_seed"], values, atol=1e-12, err_msg=checkpoint)
+        assert c["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+    assert row("selected")["steps"] == [[10 * SELECTED_POINT] * 2] * 3
+
+
 # ----------------------------------------------------------------------------- verdicts
 
 
