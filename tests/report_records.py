@@ -32,6 +32,7 @@ CELLS = {
     "rouge": {"family": "rouge", "response_len": 9, "reward_class": "mean"},
     "bandit": {"family": "bandit", "response_len": 2, "reward_class": "bilinear"},
 }
+SELECTION_RULE = {"sft": None, "dpo": "heldout_dpo_loglik", "ppo": "heldout_rm_minus_beta_kl"}
 SETTINGS = {"beta": 0.05, "greedy_temperature": 0.01, "sample_temperature": 1.0}
 
 
@@ -68,13 +69,12 @@ def frontier(arm: str, seed: int, rate: float, start=None) -> list[dict]:
 
 
 def run(cell, budget, seed, arm, rate, start=None) -> dict:
-    spec = ARMS[arm]
     return {
         "task": cell,
         "label_budget": budget,
         "seed": seed,
         "arm": arm,
-        "selection_rule": spec.selection_rule,
+        "selection_rule": SELECTION_RULE[ARMS[arm].kind],
         "num_pairs": None if arm in ("sft", "ppo") else budget,
         "num_prompts": None if arm == "sft" else budget,
         "wall_s": 1.5,

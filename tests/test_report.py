@@ -185,6 +185,10 @@ def _broken(edit):
             r"records.runs\[3\].task: 'nope' has no entry",
         ),
         (
+            lambda r: r["diagnostics"][2].update(task="nope"),
+            r"records.diagnostics\[2\].task: 'nope' has no entry",
+        ),
+        (
             lambda r: r["diagnostics"][1]["sft_fit"].pop("sft_gold_greedy"),
             r"records.diagnostics\[1\].sft_fit: missing key 'sft_gold_greedy'",
         ),

@@ -12,7 +12,7 @@ import pytest
 
 from rlft.config import REPO_CONFIGS, load_config, parse_config
 from rlft.experiments import arms, diagnostics, policy_ops
-from rlft.experiments.report.verdicts import NOT_RUN
+from rlft.experiments.report.judge import NOT_RUN
 from rlft.experiments.reproduce import run_reproduce
 from rlft.experiments.spec import ARMS, ParallelSpec, parse_reproduce
 from rlft.models import init_params, model_config

@@ -5,7 +5,7 @@ budget make one comparison (and one map point). Runs are indexed as
 {(cell, budget, arm): {seed: run}}, diagnostics as {(cell, budget): {seed: record}}.
 """
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from rlft.experiments.arm_table import ARMS
 
@@ -14,7 +14,7 @@ TASK_ROLES = {"gap": "keyed", "short": "keyed_short", "hard_verifier": "rouge", 
 H4_SUFFIXES = ("_narrow", "_wide")  # cells split by pair source (labels.sources)
 
 
-def index_rows(rows, key_fields: tuple, what: str) -> dict:
+def index_rows(rows: list, key_fields: tuple, what: str) -> dict:
     """{key tuple: {seed: row}}. Raises ValueError on two rows for one seed of a key."""
     index = {}
     for row in rows:
@@ -42,7 +42,7 @@ def cell_order(obj: Mapping) -> list[str]:
     return order
 
 
-def sorted_keys(keys, order: list[str]) -> list[tuple]:
+def sorted_keys(keys: Iterable[tuple], order: list[str]) -> list[tuple]:
     """(cell, budget[, arm]) keys in cell order, budget ascending, arm-table order."""
 
     def key(k):

@@ -112,7 +112,7 @@ def _selects(runs: Mapping) -> bool:
     return any(frontier.select(r["frontier"]) is not None for r in runs.values())
 
 
-def compare(index: Mapping, key: tuple, arm: str, base: str, evals=EVALS) -> list[dict]:
+def compare(index: Mapping, key: tuple, arm: str, base: str, evals: tuple = EVALS) -> list[dict]:
     """Rows of `arm` - `base` at (cell, budget) = key: matched KL (K*, K*/2), selected, final,
     for each evaluation. index: {(cell, budget, arm): {seed: run}}."""
     a, b = (arm_runs(index, *key, name) for name in (arm, base))

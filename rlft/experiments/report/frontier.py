@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rlft.experiments.report import stats
 
@@ -40,7 +41,7 @@ def curve(points: Sequence[Mapping], metric: str) -> tuple[np.ndarray, np.ndarra
     return np.asarray(kls, dtype=np.float64), np.asarray([np.mean(v) for v in values])
 
 
-def interpolate(points: Sequence[Mapping], kl_levels, metric: str) -> np.ndarray:
+def interpolate(points: Sequence[Mapping], kl_levels: ArrayLike, metric: str) -> np.ndarray:
     """A metric at the given KL levels, read off the piecewise-linear curve through the points.
 
     points: frontier points ({"kl_to_ref": nats, metric: value, ...}), in any order. The curve

@@ -7,6 +7,8 @@ the cell's matched KL K* (dashed). Gold reward on the primary evaluation.
 
 from collections.abc import Mapping
 
+from matplotlib.figure import Figure
+
 from rlft.experiments.report.cells import budgets_of, cell_rows
 from rlft.experiments.report.markdown import eval_name
 from rlft.experiments.report.plot_style import axes, color
@@ -18,7 +20,7 @@ def _points(row: Mapping, x: str, y: str) -> list:
     return [(p[x], p[y]) for p in row["points"] if p[x] is not None and p[y] is not None]
 
 
-def plot_frontier(results: Mapping, cell: str):
+def plot_frontier(results: Mapping, cell: str) -> Figure | str:
     """Gold reward (primary eval) vs KL per arm; a string saying why when there is nothing."""
     primary = results["settings"]["primary_eval"]
     gold = "gold_reward" + SUFFIX[primary]
@@ -47,7 +49,7 @@ def plot_frontier(results: Mapping, cell: str):
     return fig
 
 
-def plot_rm_vs_gold(results: Mapping, cell: str):
+def plot_rm_vs_gold(results: Mapping, cell: str) -> Figure | str:
     """RM score vs gold reward along training per arm (over-optimisation: RM up, gold down)."""
     primary = results["settings"]["primary_eval"]
     sfx = SUFFIX[primary]

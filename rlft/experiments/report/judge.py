@@ -20,17 +20,18 @@ EXTRA_ROWS = (("matched_kl", "K*/2"), ("selected", None), ("final", None))
 
 def verdict_row(
     hid: str,
-    cell,
-    budget,
+    cell: str | None,
+    budget: int | None,
     quantity: str,
-    mean=None,
-    ci=None,
-    n=0,
-    verdict=NOT_RUN,
+    mean: float | None = None,
+    ci: list | None = None,
+    n: int | str = 0,
+    verdict: str = NOT_RUN,
     note: str = "",
     **extra,
 ) -> dict:
-    """A results.json "hypotheses" row. extra: checkpoint, eval, kl, headline (bool)."""
+    """A results.json "hypotheses" row; n is the seed count ("3+3" for a Welch comparison).
+    extra: checkpoint, eval, kl, headline (bool: False for extra-checkpoint rows)."""
     row = {"id": hid, "task": cell, "label_budget": budget, "quantity": quantity}
     row |= {"mean": mean, "ci95": list(ci) if ci else [None, None], "n": str(n)}
     row |= {"verdict": verdict, "note": note, "checkpoint": None, "eval": None, "kl": None}
@@ -38,6 +39,7 @@ def verdict_row(
 
 
 def not_run(hid: str, why: str) -> dict:
+    """A "not run in this variant" row: the cells or arms the hypothesis needs are absent."""
     return verdict_row(hid, None, None, "", note=why)
 
 
@@ -120,7 +122,9 @@ def pair_keys(comps: list, cell: str, pair: tuple) -> list[tuple]:
     return sorted(keys, key=lambda k: k[1])
 
 
-def cells_rows(hid, results, cells, pair, predicted, why_absent) -> list[dict]:
+def cells_rows(
+    hid: str, results: Mapping, cells: list, pair: tuple, predicted: str, why_absent: str
+) -> list[dict]:
     """`family` rows of `pair` in every budget of the given cells (primary evaluation), or one
     not-run row saying `why_absent`."""
     comps, ev = results["comparisons"], results["settings"]["primary_eval"]

@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from rlft.experiments.report import stats
 from rlft.experiments.report.comparisons import HEADLINE, find
@@ -69,7 +70,7 @@ def _var(ci, n: int) -> float:
     return ((ci[1] - ci[0]) / 2 / stats.t975(n - 1)) ** 2
 
 
-def spearman(x, y) -> float:
+def spearman(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN if either is constant."""
 
     def ranks(v):
@@ -87,7 +88,7 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def wls_fit(x, y, var) -> dict:
+def wls_fit(x: ArrayLike, y: ArrayLike, var: ArrayLike) -> dict:
     """Weighted least squares y = a + b x, weights 1/var (module docstring for the formulas).
 
     x, y, var: [N] with N >= 3 and var > 0. Returns {"a", "b", "b_ci95", "a_ci95", "r2",

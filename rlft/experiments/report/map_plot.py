@@ -9,6 +9,7 @@ weighted least-squares line (map.py) is drawn when the fit applies.
 from collections.abc import Mapping
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from rlft.experiments.report.markdown import eval_name
 from rlft.experiments.report.plot_style import axes
@@ -25,7 +26,7 @@ def _err(est: Mapping) -> list:
     ]
 
 
-def plot_map(results: Mapping):
+def plot_map(results: Mapping) -> Figure | str:
     """The figure, or a string saying why it cannot be drawn."""
     m = results["map"]
     cells = [

@@ -19,11 +19,12 @@ def num(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(round(x, 3) + 0.0, spec)
 
 
-def has_ci(ci) -> bool:
+def has_ci(ci: list | None) -> bool:
+    """Whether a [lo, hi] interval is there (one seed gives [None, None])."""
     return ci is not None and None not in ci
 
 
-def fmt_diff(mean, ci) -> str:
+def fmt_diff(mean: float | None, ci: list | None) -> str:
     """'+0.120 [+0.050, +0.190]': a difference with its 95% interval."""
     if mean is None:
         return "n/a"
@@ -32,7 +33,7 @@ def fmt_diff(mean, ci) -> str:
     return f"{num(mean, '+.3f')} [{num(ci[0], '+.3f')}, {num(ci[1], '+.3f')}]"
 
 
-def fmt_interval(mean, ci) -> str:
+def fmt_interval(mean: float | None, ci: list | None) -> str:
     """'0.412 [0.381, 0.443]': a level (not a difference) with its 95% interval."""
     if mean is None:
         return "n/a"
@@ -41,7 +42,7 @@ def fmt_interval(mean, ci) -> str:
     return f"{num(mean)} [{num(ci[0])}, {num(ci[1])}]"
 
 
-def fmt_mean(mean, ci) -> str:
+def fmt_mean(mean: float | None, ci: list | None) -> str:
     """'0.412 ± 0.031' (Student-t 95% half-width); a bare mean without an interval (1 seed)."""
     if mean is None:
         return "n/a"
@@ -51,6 +52,7 @@ def fmt_mean(mean, ci) -> str:
 
 
 def fmt_seeds(n: int) -> str:
+    """The number of seeds, flagged when one seed gives no interval."""
     return "1 (no CI)" if n == 1 else str(n)
 
 

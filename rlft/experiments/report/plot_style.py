@@ -1,6 +1,9 @@
 """Shared plot helpers: an Agg figure without pyplot state, arm colours, error bars, log axes."""
 
+from collections.abc import Iterable
+
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from rlft.experiments.report.cells import arm_key
@@ -24,7 +27,7 @@ def axes(ncols: int, width: float = 4.8, height: float = 3.6, nrows: int = 1) ->
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def log_x(ax, values) -> None:
+def log_x(ax: Axes, values: Iterable[float]) -> None:
     """Log x axis labelled at the values themselves (budgets, N), not at powers of ten."""
     values = sorted(set(values))
     ax.set_xscale("log")

@@ -9,6 +9,8 @@ curves); frontier_plots.py and map_plot.py hold the others.
 import os
 from collections.abc import Mapping
 
+from matplotlib.figure import Figure
+
 from rlft.experiments.report.comparisons import HEADLINE
 from rlft.experiments.report.frontier_plots import plot_frontier, plot_rm_vs_gold
 from rlft.experiments.report.map_plot import plot_map
@@ -19,7 +21,7 @@ CHECKPOINT_STYLE = {"matched_kl": ("o", "matched KL (K*)"), "selected": ("s", "s
 CHECKPOINT_STYLE |= {"final": ("^", "final")}
 
 
-def plot_advantage(results: Mapping):
+def plot_advantage(results: Mapping) -> Figure | str:
     """online_dpo - offline_dpo gold reward (primary eval), paired 95% CI, per cell and budget,
     at matched KL, selected and final checkpoints."""
     ev = results["settings"]["primary_eval"]
@@ -57,7 +59,8 @@ def plot_advantage(results: Mapping):
     return fig
 
 
-def plot_best_of_n(results: Mapping, cell: str):
+def plot_best_of_n(results: Mapping, cell: str) -> Figure | str:
+    """Gold reward of the Best-of-N pick against N, one line per ranker, a panel per budget."""
     rows = [
         r for r in results["best_of_n"] if r["task"] == cell and r["gold_reward_mean"] is not None
     ]
@@ -88,7 +91,8 @@ def plot_best_of_n(results: Mapping, cell: str):
     return fig
 
 
-def plot_curves(results: Mapping):
+def plot_curves(results: Mapping) -> Figure | str:
+    """RM and DPO held-out pair accuracy against the number of training pairs, per cell."""
     rows = results["curves_summary"]
     if not rows:
         return "no learning-curve records"

@@ -85,7 +85,7 @@ def _write_json(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(workdir: str, config, records: Mapping) -> dict:
+def write_outputs(workdir: str, config: Mapping | None, records: Mapping) -> dict:
     """Write results.json, plots/*.png and report.md into workdir; return the results object.
 
     Raises ValueError on malformed records (schema.validate_records) before writing anything.

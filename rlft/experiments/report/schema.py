@@ -9,6 +9,7 @@ path (e.g. `records.runs[3].frontier[2].kl_to_ref`). `json_safe` is the JSON cop
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -165,6 +166,8 @@ def validate_records(records: Mapping) -> None:
     for i, diag in enumerate(records["diagnostics"]):
         where = f"records.diagnostics[{i}]"
         _check(diag, DIAG_OPTIONAL, where, optional=True)
+        if diag["task"] not in records["tasks"]:
+            raise ValueError(f"{where}.task: {diag['task']!r} has no entry in records.tasks")
         _check(diag["sft_fit"], dict.fromkeys(SFT_FIT, NUM), f"{where}.sft_fit")
         _check_rows(diag["best_of_n"], BON_FIELDS, f"{where}.best_of_n")
         for j, point in enumerate(diag["best_of_n"]):
@@ -184,7 +187,7 @@ def validate_results(obj: Mapping) -> None:
             )
 
 
-def json_safe(x):
+def json_safe(x: Any) -> Any:
     """JSON-safe copy: numpy scalars to Python, NaN/inf to None, configs to dicts."""
     if hasattr(x, "to_dict"):  # ml_collections.ConfigDict
         x = x.to_dict()

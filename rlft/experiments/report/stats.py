@@ -77,6 +77,7 @@ def welch_difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, 
 
 
 def has_ci(lo: float, hi: float) -> bool:
+    """Whether both bounds are numbers (one seed gives NaN bounds)."""
     return not (math.isnan(lo) or math.isnan(hi))
 
 

@@ -107,7 +107,7 @@ def frontier_rows(index: Mapping, order: list[str]) -> list[dict]:
     return rows
 
 
-def build_results(config, records: Mapping) -> dict:
+def build_results(config: Mapping | None, records: Mapping) -> dict:
     """The results.json object (JSON-safe: NaN written as null), verdicts and map included.
 
     Raises ValueError (schema.validate_records) on malformed records, and on two records for

@@ -134,18 +134,20 @@ def _budget_trend(results: Mapping) -> list[dict]:
 
 
 def references() -> str:
-    """Each arm's start and reference, from the arm table (arm_table.ARMS)."""
+    """Each arm's start and reference, from the arm table (its name, kind and start only)."""
     by_start = {}
     for arm in ARMS.values():
         if arm.kind != "sft":
             by_start.setdefault(arm.start, []).append(arm.name)
     parts = [f"{start} policy: {', '.join(names)}" for start, names in by_start.items()]
-    iterated = ARMS["iterated_online_dpo"]
-    return (
-        "start and reference by arm (arm table): " + "; ".join(parts) + f". {iterated.name} "
-        f"starts each of its {iterated.rounds} rounds from the current policy and keeps the "
-        f"{iterated.start} reference"
-    )
+    out = "start and reference by arm (arm table): " + "; ".join(parts)
+    if "iterated_online_dpo" in ARMS:
+        start = ARMS["iterated_online_dpo"].start
+        out += (
+            ". iterated_online_dpo starts each round from the current policy and keeps the "
+            f"{start} reference"
+        )
+    return out
 
 
 def _same_regularisation(results: Mapping, h6: list) -> dict:
@@ -166,33 +168,13 @@ def _same_regularisation(results: Mapping, h6: list) -> dict:
             + f" ({r['label_budget']} labels)"
             for r in heads
         )
-        return verdict_row(
-            "H2",
-            heads[0]["task"],
-            None,
-            quantity,
-            None,
-            None,
-            0,
-            NOT_APPLICABLE,
-            f"no online advantage measured to explain: {texts}; {references()}",
-        )
+        why = f"no online advantage measured to explain: {texts}; {references()}"
+        return _na("H2", heads[0]["task"], None, quantity, why, results["settings"]["primary_eval"])
     c = measured[0]
     note = f"the advantage persists at identical beta and reference; {references()}"
-    return verdict_row(
-        "H2",
-        c["task"],
-        c["label_budget"],
-        quantity,
-        c["mean"],
-        c["ci95"],
-        c["n_seeds"],
-        "supported",
-        note,
-        checkpoint="matched_kl",
-        eval=c["eval"],
-        kl=c["kl"],
-    )
+    args = (c["task"], c["label_budget"], quantity, c["mean"], c["ci95"], c["n_seeds"])
+    extra = {"checkpoint": "matched_kl", "eval": c["eval"], "kl": c["kl"]}
+    return verdict_row("H2", *args, "supported", note, **extra)
 
 
 def _extra_arms(results: Mapping) -> list[dict]:
