@@ -1,6 +1,6 @@
-"""The reporting side of the reproduce pipeline: statistics, verdicts, results.json, report, plots.
+"""The report half of the reproduce pipeline: statistics, schema, results.json, report, plots.
 
-Pure numpy and matplotlib on synthetic records: no JAX, no training.
+Pure numpy and matplotlib on synthetic records (tests/report_records.py): no JAX, no training.
 """
 
 import ast
@@ -9,94 +9,41 @@ import json
 import math
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from rlft.experiments import report, stats
+from rlft.experiments.arms import ARMS, DEFAULT_ARMS, EXTRA_ARMS, Arm
+from rlft.experiments.report import stats
+from rlft.experiments.report.claims import TITLES
+from rlft.experiments.report.render import render_report, write_outputs
+from rlft.experiments.report.schema import POINT_METRICS, validate_records, validate_results
+from rlft.experiments.report.summary import build_results
+from tests.report_records import SELECTED_POINT, make_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK = os.path.join(ROOT, "colab", "quickstart.ipynb")
-SEEDS = (0, 1, 2)
-BUDGETS = (250, 1000)
-# Gold reward per arm before noise; online beats offline by 0.2 on keyed, 0.02 on keyed_short.
-BASE = {"sft": 0.3, "offline_dpo": 0.5, "online_dpo_from_dpo": 0.72, "ppo": 0.6}
-BASE |= {"oracle_online_dpo": 0.9}
-ONLINE_GAIN = {"keyed": 0.2, "keyed_short": 0.02}
-
-
-def _run(task, budget, seed, arm, gold, rng):
-    frontier = [
-        {"step": s, "gold_reward": gold * f, "kl_to_ref": 2.0 * f, "win_rate_vs_sft": 0.5 + 0.2 * f}
-        for s, f in ((0, 0.0), (10, 0.5), (20, 1.0))
-    ]
-    return {
-        "task": task,
-        "label_budget": budget,
-        "seed": seed,
-        "arm": arm,
-        "gold_reward": gold,
-        "win_rate_vs_sft": 0.5 if arm == "sft" else 0.5 + 0.3 * gold,
-        "kl_to_ref": 0.0 if arm == "sft" else float(rng.uniform(1, 5)),
-        "frontier": [] if arm == "sft" else frontier,
-        "gold_parts": {"validity": float(rng.uniform(0.8, 1.0)), "repeat_frac": 0.1},
-        "rm_score": None if arm == "sft" else gold + 0.5,
-        "wall_s": 1.5,
-    }
-
-
-def _diag(task, budget, seed, rng):
-    bon = [
-        {"ranker": ranker, "n": n, "gold_reward": 0.3 + gain * math.log(n) + rng.normal(0, 0.01)}
-        for ranker, gain in (("global_rm", 0.1), ("local_rm", 0.05), ("gold", 0.2))
-        for n in (1, 2, 5)
-    ]
-    return {
-        "task": task,
-        "label_budget": budget,
-        "seed": seed,
-        "rm_heldout_accuracy": 0.8 + rng.normal(0, 0.01),
-        "dpo_heldout_accuracy": 0.6 + rng.normal(0, 0.01),
-        "rm_heldout_loglik": -0.5 + rng.normal(0, 0.01),
-        "dpo_heldout_loglik": -0.65 + rng.normal(0, 0.01),
-        "oracle_best_of_k_gain": 0.4 + rng.normal(0, 0.01),
-        "best_of_n": bon,
-    }
-
-
-def make_records(online_gain=None, noise=0.01, seeds=SEEDS, budgets=BUDGETS):
-    """Synthetic records: keyed and keyed_short, every arm, frontiers, Best-of-N, curves."""
-    rng = np.random.default_rng(0)
-    online_gain = ONLINE_GAIN if online_gain is None else online_gain
-    runs, diags, curves = [], [], []
-    for task, gain in online_gain.items():
-        for budget in budgets:
-            for seed in seeds:
-                for arm, base in {**BASE, "online_dpo": BASE["offline_dpo"] + gain}.items():
-                    gold = float(base + rng.normal(0, noise))
-                    runs.append(_run(task, budget, seed, arm, gold, rng))
-                diags.append(_diag(task, budget, seed, rng))
-        for seed in seeds:
-            for n in (100, 400):
-                acc = {"rm_heldout_accuracy": 0.7, "dpo_heldout_accuracy": 0.6}
-                curves.append({"task": task, "seed": seed, "n_pairs": n} | acc)
-    tasks = {t: {"description": f"synthetic {t}"} for t in online_gain}
-    return {"runs": runs, "diagnostics": diags, "curves": curves, "tasks": tasks} | {
-        "wall_time_s": 12.0
-    }
-
-
-CONFIG = {"seeds": list(SEEDS), "dpo": {"beta": 0.1}}
+CONFIG = {"seeds": [0, 1, 2], "dpo": {"beta": 0.05}}
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("reproduce"))
-    return workdir, report.write_outputs(workdir, CONFIG, make_records())
+    return workdir, write_outputs(workdir, CONFIG, make_records())
 
 
 def _verdicts(results, hid):
-    return [r["verdict"] for r in results["hypotheses"] if r["id"] == hid]
+    return [r["verdict"] for r in results["hypotheses"] if r["id"] == hid and r["headline"]]
+
+
+def _row(results, cell, budget, arm):
+    return next(
+        r
+        for r in results["summary"]
+        if (r["task"], r["label_budget"], r["arm"]) == (cell, budget, arm)
+    )
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -137,22 +84,124 @@ def test_paired_and_welch_differences():
     assert mean == 3.0 and (hi - lo) / 2 == pytest.approx(2.7764 * math.sqrt(2 / 3), abs=1e-6)
 
 
+# ----------------------------------------------------------------------------- arm table
+
+
+def test_arm_table_order_and_properties():
+    assert list(ARMS) == [
+        "sft",
+        "offline_dpo",
+        "online_dpo",
+        "online_dpo_from_dpo",
+        "iterated_online_dpo",
+        "ppo",
+        "oracle_online_dpo",
+        "online_dpo_more_prompts",
+    ]
+    assert tuple(ARMS)[:7] == DEFAULT_ARMS and EXTRA_ARMS == ("online_dpo_more_prompts",)
+    assert ARMS["online_dpo_from_dpo"].start == "offline_dpo"
+    assert ARMS["iterated_online_dpo"].start == "sft" and ARMS["iterated_online_dpo"].iterated
+    assert ARMS["oracle_online_dpo"].scorer == "gold" and ARMS["ppo"].pairs is None
+    assert ARMS["online_dpo_more_prompts"].prompts == "more"
+    assert ARMS["sft"].selection_rule is None
+    assert ARMS["ppo"].selection_rule == "heldout_rm_minus_beta_kl"
+    assert ARMS["iterated_online_dpo"].selection_rule == "heldout_rm_minus_beta_kl"
+    single = {ARMS[a].selection_rule for a in ARMS if ARMS[a].kind == "dpo" and not ARMS[a].iterated}
+    assert single == {"heldout_dpo_loglik"}
+    with pytest.raises(ValueError, match="kind 'rl'"):
+        Arm("x", "rl")
+    with pytest.raises(ValueError, match="with pairs None"):
+        Arm("x", "dpo", iterated=True)
+
+
+def test_report_imports_no_jax():
+    """The report runs without JAX: importing it pulls in no jax, flax or optax."""
+    code = (
+        "import sys, rlft.experiments.report.render, rlft.experiments.report.readme, "
+        "rlft.experiments.arms; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'optax')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+# ----------------------------------------------------------------------------- records schema
+
+
+def _broken(edit):
+    records = make_records(budgets=(250,))
+    edit(records)
+    return records
+
+
 @pytest.mark.parametrize(
-    ("lo", "hi", "predicted", "expected"),
+    ("edit", "message"),
     [
-        (0.1, 0.3, "positive", "supported"),
-        (-0.3, -0.1, "positive", "contradicted"),
-        (-0.1, 0.3, "positive", "inconclusive"),
-        (0.1, 0.3, "not positive", "contradicted"),
-        (-0.3, -0.1, "not positive", "supported"),
-        (-0.1, 0.3, "not positive", "consistent"),
-        (-0.1, 0.3, "zero", "consistent"),
-        (0.1, 0.3, "zero", "contradicted"),
-        (math.nan, math.nan, "positive", "inconclusive (1 seed, no CI)"),
+        (lambda r: r.pop("settings"), r"records: missing key 'settings'"),
+        (
+            lambda r: r["settings"].update(primary_eval="best"),
+            r"records.settings.primary_eval: 'best' is not one of",
+        ),
+        (
+            lambda r: r["tasks"]["keyed"].pop("reward_class"),
+            r"records.tasks\['keyed'\]: missing key 'reward_class'",
+        ),
+        (
+            lambda r: r["tasks"]["keyed"].update(label_source="web"),
+            r"records.tasks\['keyed'\].label_source: 'web'",
+        ),
+        (
+            lambda r: r["runs"][5]["frontier"][2].pop("kl_to_ref"),
+            r"records.runs\[5\].frontier\[2\]: missing key 'kl_to_ref'",
+        ),
+        (
+            lambda r: r["runs"][5]["frontier"][2].update(selection="high"),
+            r"records.runs\[5\].frontier\[2\].selection: expected number\|null",
+        ),
+        (lambda r: r["runs"][3].update(arm="dpo"), r"records.runs\[3\].arm: 'dpo' is not one of"),
+        (
+            lambda r: r["runs"][3].update(selection_rule="gold"),
+            r"records.runs\[3\].selection_rule: 'gold'",
+        ),
+        (lambda r: r["runs"][3].update(frontier=[]), r"records.runs\[3\].frontier: empty"),
+        (
+            lambda r: r["runs"][3]["frontier"].reverse(),
+            r"records.runs\[3\].frontier: steps not strictly ascending",
+        ),
+        (
+            lambda r: r["runs"][3].update(task="nope"),
+            r"records.runs\[3\].task: 'nope' has no entry",
+        ),
+        (
+            lambda r: r["diagnostics"][2].update(task="nope"),
+            r"records.diagnostics\[2\].task: 'nope' has no entry",
+        ),
+        (
+            lambda r: r["diagnostics"][1]["sft_fit"].pop("sft_gold_greedy"),
+            r"records.diagnostics\[1\].sft_fit: missing key 'sft_gold_greedy'",
+        ),
+        (
+            lambda r: r["diagnostics"][1].update(informative_label_frac="0.7"),
+            r"records.diagnostics\[1\].informative_label_frac: expected number",
+        ),
+        (
+            lambda r: r["diagnostics"][0]["best_of_n"][0].update(ranker="judge"),
+            r"records.diagnostics\[0\].best_of_n\[0\].ranker: 'judge'",
+        ),
     ],
 )
-def test_verdict_words(lo, hi, predicted, expected):
-    assert stats.verdict(lo, hi, predicted) == expected
+def test_schema_errors_name_the_field(edit, message):
+    with pytest.raises(ValueError, match=message):
+        validate_records(_broken(edit))
+
+
+def test_duplicate_runs_are_refused(tmp_path):
+    records = make_records(budgets=(250,))
+    records["runs"].append(copy.deepcopy(records["runs"][0]))
+    with pytest.raises(ValueError, match="two run records for task='keyed'.*seed 0"):
+        write_outputs(str(tmp_path), CONFIG, records)
+    assert not (tmp_path / "results.json").exists()
 
 
 # ----------------------------------------------------------------------------- results.json
@@ -162,71 +211,117 @@ def test_results_json_shape(written):
     workdir, returned = written
     with open(os.path.join(workdir, "results.json")) as f:
         results = json.load(f)
-    report.validate_results(results)
+    validate_results(results)
     assert results == returned
     assert results["config"] == CONFIG and results["wall_time_s"] == 12.0
-    assert len(results["runs"]) == 2 * 2 * 3 * 6
-    # One summary row per task x budget x arm, every field typed as the brief says.
-    assert len(results["summary"]) == 2 * 2 * 6
+    assert results["settings"]["primary_eval"] == "greedy"
+    assert len(results["runs"]) == 2 * 2 * 3 * len(ARMS)
+    assert len(results["summary"]) == 2 * 2 * len(ARMS)  # cell x budget x arm
     for row in results["summary"]:
-        assert isinstance(row["task"], str) and isinstance(row["arm"], str)
-        assert isinstance(row["label_budget"], int) and row["n_seeds"] == 3
-        for m in report.METRICS:
-            assert isinstance(row[f"{m}_mean"], float)
-            lo, hi = row[f"{m}_ci95"]
-            assert lo <= row[f"{m}_mean"] <= hi
-    assert {r["arm"] for r in results["summary"]} == set(report.ARMS)
-    assert len(results["diagnostics"]) == 4
-    for row in results["diagnostics"]:
-        assert len(row["per_seed"]) == 3 and row["n_seeds"] == 3
-        assert row["rm_heldout_accuracy_mean"] == pytest.approx(0.8, abs=0.03)
-    assert len(results["best_of_n"]) == 4 * 3 * 3  # task x budget, ranker, N
+        assert row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
+        for which in ("final", "selected"):
+            for m in POINT_METRICS:
+                mean, (lo, hi) = row[f"{which}_{m}_mean"], row[f"{which}_{m}_ci95"]
+                if mean is not None and lo is not None:
+                    assert lo <= mean + 1e-12 and mean <= hi + 1e-12
+    assert {r["arm"] for r in results["summary"]} == set(ARMS)
+    assert len(results["diagnostics"]) == 4 and len(results["best_of_n"]) == 4 * 3 * 3
     assert {r["n_pairs"] for r in results["curves_summary"]} == {100, 400}
-    assert len(results["frontier"]) == 4 * 5  # every arm but SFT has checkpoints
+    assert len(results["frontier"]) == 4 * len(ARMS)
+    assert {"cells", "fit"} <= set(results["map"])
 
 
-def test_summary_ci_matches_hand_computation(written):
+def test_final_and_selected_checkpoints_by_hand(written):
+    """Gold is linear in KL (report_records): final at the arm's max KL, selected at point 2."""
     _, results = written
-    row = next(
-        r
-        for r in results["summary"]
-        if (r["task"], r["label_budget"], r["arm"]) == ("keyed", 250, "online_dpo")
+    row = _row(results, "keyed", 250, "offline_dpo")
+    tops = [2.0 * (1 + 0.05 * s) for s in (0, 1, 2)]
+    finals = [0.2 + 1.5 * 0.1 * t for t in tops]
+    half = 4.3027 * np.std(finals, ddof=1) / math.sqrt(3)
+    assert row["final_gold_reward_greedy_mean"] == pytest.approx(np.mean(finals), abs=1e-12)
+    assert row["final_gold_reward_greedy_ci95"] == pytest.approx(
+        [np.mean(finals) - half, np.mean(finals) + half], abs=1e-12
     )
-    golds = [
-        r["gold_reward"]
-        for r in results["runs"]
-        if (r["task"], r["label_budget"], r["arm"]) == ("keyed", 250, "online_dpo")
-    ]
-    half = 4.3027 * np.std(golds, ddof=1) / math.sqrt(3)
-    assert row["gold_reward_mean"] == pytest.approx(np.mean(golds), abs=1e-12)
-    assert row["gold_reward_ci95"] == pytest.approx([np.mean(golds) - half, np.mean(golds) + half])
+    assert row["selected_steps"] == [10 * SELECTED_POINT] * 3
+    assert row["selected_kl_to_ref_mean"] == pytest.approx(np.mean(tops) * SELECTED_POINT / 4)
+    assert row["selection_rule"] == "heldout_dpo_loglik"
+    sft = _row(results, "keyed", 250, "sft")
+    assert sft["selected_steps"] == [None] * 3 and sft["selected_n_seeds"] == 0
+    assert sft["final_gold_reward_mean"] == pytest.approx(0.1)
 
 
-def test_validate_results_names_the_missing_key(written):
+def test_matched_kl_column_reads_every_arm_at_the_cells_k_star(written):
     _, results = written
-    broken = copy.deepcopy(results)
-    del broken["summary"]
-    with pytest.raises(ValueError, match="'summary'"):
-        report.validate_results(broken)
-    broken = copy.deepcopy(results)
-    del broken["summary"][3]["gold_reward_ci95"]
-    with pytest.raises(ValueError, match=r"summary\[3\].*'gold_reward_ci95'"):
-        report.validate_results(broken)
-    broken = copy.deepcopy(results)
-    broken["runs"][0]["seed"] = "0"
-    with pytest.raises(ValueError, match=r"runs\[0\]\.seed: expected int"):
-        report.validate_results(broken)
+    online = _row(results, "keyed", 250, "online_dpo")
+    assert online["matched_kl"] == 2.0
+    assert online["matched_gold_reward_mean"] == pytest.approx(0.1 + 0.2 * 2.0, abs=0.03)
+    sft = _row(results, "keyed", 250, "sft")
+    assert (
+        sft["matched_gold_reward_mean"] is None
+        and "covers KL [0.000, 0.000]" in (sft["matched_kl_note"])
+    )
 
 
-def test_bad_records_are_refused(tmp_path):
-    records = make_records()
-    del records["runs"][5]["kl_to_ref"]
-    with pytest.raises(ValueError, match=r"records.runs\[5\]: missing key 'kl_to_ref'"):
-        report.write_outputs(str(tmp_path), CONFIG, records)
-    records = make_records()
-    records["runs"].append(dict(records["runs"][0]))
-    with pytest.raises(ValueError, match="two run records"):
-        report.write_outputs(str(tmp_path), CONFIG, records)
+def test_comparisons_cover_every_arm_evaluation_and_checkpoint(written):
+    _, results = written
+    comps = [c for c in results["comparisons"] if (c["task"], c["label_budget"]) == ("keyed", 250)]
+    pairs = {(c["arm"], c["baseline"]) for c in comps}
+    assert pairs == {(a, "offline_dpo") for a in ARMS if a != "offline_dpo"} | {
+        ("iterated_online_dpo", "online_dpo"),
+        ("online_dpo_more_prompts", "online_dpo"),
+    }
+    online = [c for c in comps if (c["arm"], c["baseline"]) == ("online_dpo", "offline_dpo")]
+    assert {(c["eval"], c["checkpoint"], c["level"]) for c in online} == {
+        (e, ch, lv)
+        for e in ("greedy", "sample")
+        for ch, lv in (("matched_kl", "K*"), ("matched_kl", "K*/2"), ("selected", None))
+        + (("final", None),)
+    }
+    sft_sel = next(c for c in comps if c["arm"] == "sft" and c["checkpoint"] == "selected")
+    assert not sft_sel["applicable"] and "sft has no selection objective" in sft_sel["reason"]
+    from_dpo = next(
+        c for c in comps if c["arm"] == "online_dpo_from_dpo" and c["checkpoint"] == "matched_kl"
+    )
+    assert not from_dpo["applicable"] and "no common KL range" in from_dpo["reason"]
+
+
+def test_comparison_numbers_from_the_runs_by_hand(written):
+    """online - offline on keyed at 250 labels, per seed, from the raw frontiers: linear gold
+    in KL gives the matched-KL value; the selected step and the last step give the others."""
+    _, results = written
+    runs = {
+        (r["arm"], r["seed"]): r["frontier"]
+        for r in results["runs"]
+        if (r["task"], r["label_budget"]) == ("keyed", 250)
+    }
+
+    def gold_at(points, kl):  # the straight line through the first and last point
+        a, b = points[0], points[-1]
+        rise = b["gold_reward_greedy"] - a["gold_reward_greedy"]
+        return a["gold_reward_greedy"] + rise / (b["kl_to_ref"] - a["kl_to_ref"]) * kl
+
+    def row(checkpoint):
+        return next(
+            c
+            for c in results["comparisons"]
+            if (c["task"], c["label_budget"], c["arm"], c["baseline"], c["eval"])
+            == ("keyed", 250, "online_dpo", "offline_dpo", "greedy")
+            and c["checkpoint"] == checkpoint
+            and c["level"] in (None, "K*")
+        )
+
+    pairs = [(runs["online_dpo", s], runs["offline_dpo", s]) for s in (0, 1, 2)]
+    g = "gold_reward_greedy"
+    expected = {
+        "matched_kl": [gold_at(a, 2.0) - gold_at(b, 2.0) for a, b in pairs],
+        "selected": [a[SELECTED_POINT][g] - b[SELECTED_POINT][g] for a, b in pairs],
+        "final": [a[-1][g] - b[-1][g] for a, b in pairs],
+    }
+    for checkpoint, values in expected.items():
+        c = row(checkpoint)
+        np.testing.assert_allclose(c["per_seed"], values, atol=1e-12, err_msg=checkpoint)
+        assert c["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+    assert row("selected")["steps"] == [[10 * SELECTED_POINT] * 2] * 3
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -235,76 +330,58 @@ def test_bad_records_are_refused(tmp_path):
 def test_main_verdicts_from_the_numbers(written):
     _, results = written
     assert _verdicts(results, "H6") == ["supported", "supported"]  # one per label budget
-    assert _verdicts(results, "H6a") == ["supported", "supported"]  # 0.2 vs 0.02
+    assert _verdicts(results, "H6a") == ["supported", "supported"]  # 0.1 vs 0.01 per nat
     assert _verdicts(results, "budget") == ["inconclusive"]  # same gain at both budgets
     assert set(_verdicts(results, "H5")) == {"supported"}  # RM 0.8 vs DPO 0.6, BoN 0.1 vs 0.05
-    assert _verdicts(results, "H2")[0].startswith("rejected")
-    for hid in ("H6b", "H3", "H4", "control"):
-        assert _verdicts(results, hid) == [report.NOT_RUN]
-
-
-@pytest.mark.parametrize(
-    ("gain", "noise", "expected"),
-    [(0.2, 0.01, "supported"), (-0.2, 0.01, "contradicted"), (0.0, 0.3, "inconclusive")],
-)
-def test_h6_verdict_follows_the_data(gain, noise, expected):
-    records = make_records(online_gain={"keyed": gain}, noise=noise, budgets=(250,))
-    results = report.build_results(CONFIG, records)
-    assert _verdicts(results, "H6") == [expected]
-    assert _verdicts(results, "budget") == [report.NOT_RUN]
-
-
-def test_budget_verdict_pairs_budgets_by_seed():
-    """Advantage 0.3 at 250 labels and 0.05 at 1000: largest at the smallest budget."""
-    records = make_records(online_gain={"keyed": 0.3})
-    for run in records["runs"]:
-        if run["arm"] == "online_dpo" and run["label_budget"] == 1000:
-            run["gold_reward"] -= 0.25
-    results = report.build_results(CONFIG, records)
-    assert _verdicts(results, "budget") == ["supported"]
-    assert _verdicts(results, "H6") == ["supported", "supported"]
+    assert _verdicts(results, "H2") == ["supported"]
+    assert set(_verdicts(results, "H3")) == {"supported"}  # iterated = more prompts = online
+    for hid in ("H6b", "H4", "control"):
+        assert _verdicts(results, hid) == ["not run in this variant"]
 
 
 def test_one_seed_has_no_ci_and_no_verdict(tmp_path):
     records = make_records(seeds=(0,), budgets=(250,))
-    results = report.write_outputs(str(tmp_path), CONFIG, records)
-    assert _verdicts(results, "H6") == ["inconclusive (1 seed, no CI)"]
-    assert results["summary"][0]["gold_reward_ci95"] == [None, None]
+    results = write_outputs(str(tmp_path), CONFIG, records)
+    (h6,) = [r for r in results["hypotheses"] if r["id"] == "H6" and r["headline"]]
+    assert h6["verdict"] == "not applicable"  # no interval: the premise is not measured
+    assert _row(results, "keyed", 250, "online_dpo")["final_gold_reward_ci95"] == [None, None]
     text = (tmp_path / "report.md").read_text()
     assert "1 seed, no CI" in text
-    assert (tmp_path / "plots" / "gold_vs_budget_keyed.png").exists()  # bar chart, one budget
+    assert (tmp_path / "plots" / "frontier_keyed.png").exists()
 
 
-def test_control_hard_verifier_and_extra_arms():
-    """bandit and rouge get their own predictions; unknown arms and _narrow tasks are reported."""
-    records = make_records(online_gain={"rouge": 0.0, "bandit": 0.0, "keyed_narrow": 0.3})
-    for run in [r for r in records["runs"] if r["arm"] == "online_dpo"]:
-        records["runs"].append(run | {"arm": "online_dpo_more_prompts"})
-    results = report.build_results(CONFIG, records)
-    assert set(_verdicts(results, "control")) == {"consistent"}
-    assert set(_verdicts(results, "H6b")) == {"consistent"}
+def test_control_hard_verifier_and_narrow_cells():
+    records = make_records(gain={"rouge": 0.0, "bandit": 0.0, "keyed_narrow": 0.3}, noise=0.05)
+    results = build_results(CONFIG, records)
+    assert set(_verdicts(results, "control")) == {"supported"}
+    assert set(_verdicts(results, "H6b")) == {"supported"}
     assert set(_verdicts(results, "H4")) == {"supported"}
-    assert set(_verdicts(results, "H3")) == {"no detectable difference"}
-    assert _verdicts(results, "H6") == [report.NOT_RUN]  # no keyed task here
-    text = report.render_report(results)
+    text = render_report(results)
     assert "online_dpo_more_prompts" in text and "keyed_narrow" in text
 
 
 # ----------------------------------------------------------------------------- report and plots
 
 
-def test_report_mentions_every_arm_and_links_plots(written):
+def test_report_states_results_with_intervals_and_links_plots(written):
     workdir, results = written
     text = pathlib.Path(workdir, "report.md").read_text()
-    for arm in report.ARMS:
+    assert text.startswith("# Reproduction report: a reward model plus online RL")
+    assert "synthetic" not in text.split("\n")[0]
+    for arm in ARMS:
         assert f"| {arm} |" in text, arm
-    for title in report.TITLES.values():
+    for title in TITLES.values():
         assert title in text
-    assert "not run in this variant" in text
+    assert "near-greedy (T=0.01)" in text and "samples at T=1" in text
+    h6 = next(r for r in results["hypotheses"] if r["id"] == "H6" and r["headline"])
+    lo, hi = h6["ci95"]
+    assert f"= {h6['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}] (3 seeds): **supported**" in text
+    assert "## The map: when does online win?" in text and "Across 4 cells" in text
+    assert "informative labels" in text and "SFT fit" in text
     names = {p["name"] for p in results["plots"]}
-    assert {"online_advantage", "curves"} <= names
-    for task in ("keyed", "keyed_short"):
-        assert {f"gold_vs_budget_{task}", f"best_of_n_{task}", f"frontier_{task}"} <= names
+    assert {"online_advantage", "map", "curves"} <= names
+    for cell in ("keyed", "keyed_short"):
+        assert {f"frontier_{cell}", f"rm_vs_gold_{cell}", f"best_of_n_{cell}"} <= names
     for plot in results["plots"]:
         assert f"]({plot['path']})" in text
         with open(os.path.join(workdir, plot["path"]), "rb") as f:
@@ -318,27 +395,14 @@ def test_missing_pieces_skip_plots_with_a_note(tmp_path):
     for diag in records["diagnostics"]:
         diag["best_of_n"] = []
     for run in records["runs"]:
-        run["frontier"] = []
-    results = report.write_outputs(str(tmp_path), CONFIG, records)
-    skipped = {s["name"] for s in results["plots_skipped"]}
-    assert {"curves", "best_of_n_keyed", "frontier_keyed"} <= skipped
+        for point in run["frontier"]:
+            point["rm_score_greedy"] = None
+    results = write_outputs(str(tmp_path), CONFIG, records)
+    skipped = {s["name"]: s["note"] for s in results["plots_skipped"]}
+    assert {"curves", "best_of_n_keyed", "rm_vs_gold_keyed"} <= set(skipped)
     text = (tmp_path / "report.md").read_text()
-    assert "*Plot `curves` skipped: no learning-curve records" in text
+    assert "*Plot `curves` skipped: no learning-curve records*" in text
     assert not (tmp_path / "plots" / "curves.png").exists()
-
-
-def test_report_side_arms_match_the_pipeline():
-    """report.ARMS repeats spec.ARMS (not imported there: spec pulls in JAX)."""
-    path = os.path.join(ROOT, "rlft", "experiments", "spec.py")
-    if not os.path.exists(path):
-        pytest.skip("rlft/experiments/spec.py not written yet")
-    tree = ast.parse(pathlib.Path(path).read_text())
-    arms = next(
-        ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ARMS"
-    )
-    assert tuple(arms) == report.ARMS
 
 
 # ----------------------------------------------------------------------------- notebook

@@ -12,9 +12,9 @@ import pytest
 
 from rlft.config import REPO_CONFIGS, load_config, parse_config
 from rlft.experiments import arms, diagnostics, policy_ops
+from rlft.experiments.report.judge import NOT_RUN
 from rlft.experiments.reproduce import run_reproduce
 from rlft.experiments.spec import ARMS, ParallelSpec, parse_reproduce
-from rlft.experiments.verdicts import NOT_RUN
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
 from rlft.tasks import make_prompt_arrays, make_task

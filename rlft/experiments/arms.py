@@ -1,27 +1,66 @@
 """The arms of `rlft reproduce`, defined once (pure Python: the pipeline and the report read it).
 
 An arm is a way to turn the same preference data into a policy. `kind` is how it trains (sft:
-not at all; dpo: the DPO loss on pairs; ppo: RL against a scorer), `start` the policy it starts
-from (for DPO arms also the reference of the first round; iterated online DPO keeps the SFT
-reference in every round), `pairs` where its DPO pairs come from (the labelled pairs, or online:
-best and worst of K samples of the current policy by `scorer`), `scorer` the reward it uses
-(the global reward model or the gold verifier), `prompts` the prompts it samples on (the label
-budget's, or more: online.more_prompts_factor x as many); an `iterated` arm resamples and
-retrains for config.online.rounds rounds, each from the policy the last one ended with.
+not at all; dpo: the DPO loss on pairs; ppo: RL against a scorer); `start` the policy it starts
+from, which is also the reference of its DPO log-ratios and KL (PAPER.md section 4: online DPO
+from the offline-DPO policy uses that policy as start and reference); `pairs` where its DPO
+pairs come from (the labelled pairs, or online: best and worst of K samples of the current
+policy by `scorer`); `scorer` the reward it uses (the global reward model or the gold
+verifier); `prompts` the prompts it samples on (the label budget's, or more:
+online.more_prompts_factor x as many); an `iterated` arm resamples and retrains for
+config.online.rounds rounds, each from the policy the last one ended with, keeping the SFT
+reference.
 """
 
 import dataclasses
 
+KINDS = ("sft", "dpo", "ppo")
+STARTS = ("sft", "offline_dpo")
+PAIRS = ("labels", "online", None)  # labels: the budget's labelled pairs; online: best/worst of K
+SCORERS = ("rm", "gold", None)  # who picks best/worst of K (or scores PPO's rollouts)
+PROMPTS = ("budget", "more")  # one prompt per label, or more_prompts_factor times as many (H3)
+# The held-out objectives that pick an arm's checkpoint (no gold inside), higher is better:
+# DPO: mean log sigmoid(beta * implicit margin) on held-out pairs of the arm's own kind;
+# PPO and iterated online DPO (its rounds train on different pairs): held-out RM score minus
+# beta * KL(pi || pi_sft), the KL-regularised objective both optimise.
+SELECTION_RULES = ("heldout_dpo_loglik", "heldout_rm_minus_beta_kl")
+
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
+    """One arm. Raises ValueError on a value outside the enumerations above."""
+
     name: str
-    kind: str  # sft | dpo | ppo
-    start: str = "sft"  # sft | offline_dpo
-    pairs: str | None = None  # labels | online | None
-    scorer: str | None = None  # rm | gold | None
-    prompts: str = "budget"  # budget | more
+    kind: str  # KINDS
+    start: str = "sft"  # STARTS
+    pairs: str | None = None  # PAIRS (None: SFT, PPO)
+    scorer: str | None = None  # SCORERS (None: no scoring)
+    prompts: str = "budget"  # PROMPTS
     iterated: bool = False  # rounds of (sample, score, DPO from the current policy)
+
+    def __post_init__(self):
+        for field, allowed in (
+            ("kind", KINDS),
+            ("start", STARTS),
+            ("pairs", PAIRS),
+            ("scorer", SCORERS),
+            ("prompts", PROMPTS),
+        ):
+            if getattr(self, field) not in allowed:
+                raise ValueError(
+                    f"arm {self.name!r}: {field} {getattr(self, field)!r} not in {allowed}"
+                )
+        if (self.kind == "dpo") != (self.pairs is not None) or (
+            self.iterated and self.pairs != "online"
+        ):
+            raise ValueError(f"arm {self.name!r}: kind {self.kind!r} with pairs {self.pairs!r}")
+
+    @property
+    def selection_rule(self) -> str | None:
+        """The held-out objective that picks this arm's checkpoint (None: SFT, no training)."""
+        if self.kind == "sft":
+            return None
+        return "heldout_dpo_loglik" if self.kind == "dpo" and not self.iterated else SELECTION_RULES[1]
 
 
 _ARMS = (
@@ -35,7 +74,7 @@ _ARMS = (
     Arm("online_dpo_more_prompts", "dpo", pairs="online", scorer="rm", prompts="more"),
 )
 ARMS: dict[str, Arm] = {a.name: a for a in _ARMS}
-EXTRA_ARMS = ("online_dpo_more_prompts",)  # H3; compared against online_dpo by the report
+EXTRA_ARMS = ("online_dpo_more_prompts",)  # H3; run only by variants that ask for it
 DEFAULT_ARMS = tuple(name for name in ARMS if name not in EXTRA_ARMS)
 
 

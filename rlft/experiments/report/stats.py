@@ -18,6 +18,7 @@ T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622,
 Z975 = 1.959964
 
 NO_CI = (math.nan, math.nan)
+PREDICTIONS = ("positive", "negative", "not positive", "zero")
 
 
 def t975(df: float) -> float:
@@ -76,6 +77,7 @@ def welch_difference_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, 
 
 
 def has_ci(lo: float, hi: float) -> bool:
+    """Whether both bounds are numbers (one seed gives NaN bounds)."""
     return not (math.isnan(lo) or math.isnan(hi))
 
 
@@ -93,21 +95,36 @@ def sign_verdict(lo: float, hi: float) -> str:
 def verdict(lo: float, hi: float, predicted: str = "positive") -> str:
     """Verdict on a predicted sign of a difference: supported, contradicted or inconclusive.
 
-    predicted "positive": supported iff the interval lies above 0, contradicted iff below.
-    predicted "negative": the mirror image. predicted "not positive" (a prediction of no
-    improvement): contradicted iff above 0, supported iff below, and "consistent" when the
-    interval covers 0 (no improvement detected at this precision). predicted "zero" (two roads
-    that should coincide): consistent when the interval covers 0, else contradicted.
+    predicted "positive": supported iff the interval lies above 0, contradicted iff below,
+    else inconclusive; "negative": the mirror image. predicted "not positive" (a prediction of
+    no improvement, PAPER.md H3 and H6b): contradicted iff the interval lies above 0, else
+    supported (no improvement detected at this precision). predicted "zero" (two roads that
+    should coincide, the isomorphic control): supported when the interval covers 0, else
+    contradicted. Without an interval (1 seed, or NaN bounds): inconclusive. Raises ValueError
+    on an unknown prediction.
     """
+    if predicted not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {predicted!r}; expected one of {PREDICTIONS}")
     sign = sign_verdict(lo, hi)
     if sign == "no CI":
-        return "inconclusive (1 seed, no CI)"
+        return "inconclusive"
     if predicted == "zero":
-        return "consistent" if sign == "zero" else "contradicted"
+        return "supported" if sign == "zero" else "contradicted"
     if predicted == "not positive":
-        return {"positive": "contradicted", "negative": "supported", "zero": "consistent"}[sign]
-    if predicted not in ("positive", "negative"):
-        raise ValueError(f"unknown prediction {predicted!r}")
+        return "contradicted" if sign == "positive" else "supported"
     if sign == "zero":
         return "inconclusive"
     return "supported" if sign == predicted else "contradicted"
+
+
+def estimate(values: Sequence) -> tuple:
+    """(mean, [lo, hi], n) over the finite values, JSON-safe: None for a missing bound or mean.
+
+    None and NaN entries are left out and n counts the rest (an RM score the SFT arm does not
+    have, a NaN metric); with no finite value (None, [None, None], 0).
+    """
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, [None, None], 0
+    mean, lo, hi = mean_ci95(vals)
+    return mean, [None if math.isnan(lo) else lo, None if math.isnan(hi) else hi], len(vals)

@@ -1,0 +1,1 @@
+"""The report half of `rlft reproduce`: records to results.json, report.md and plots (no JAX)."""
