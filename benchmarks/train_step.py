@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlft.config import OptimConfig
 from rlft.data.synthetic import SyntheticConfig, make_datasets
 from rlft.models import lm_logits, model_config
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
-from rlft.train.state import OptimConfig, init_state, make_optimizer
+from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
 

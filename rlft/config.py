@@ -10,9 +10,9 @@ from typing import Any
 
 from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig, model_config
 from rlft.objectives import OBJECTIVES
-from rlft.train.state import OptimConfig
 
 TOP_LEVEL = (
     "objective",
@@ -30,8 +30,20 @@ TOP_LEVEL = (
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and the fix."""
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with global-norm clipping and a warm-up + decay schedule (rlft.train.state)."""
+
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"  # constant | linear | cosine (decay to end_lr_frac over the run)
+    warmup_steps: int = 0
+    end_lr_frac: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    accum_steps: int = 1  # micro-batches per update (batch_size must divide evenly)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,10 +9,10 @@ import pytest
 
 from rlft.config import REPO_CONFIGS, load_config
 from rlft.convert import to_hf
+from rlft.errors import CheckpointError
 from rlft.models import init_params, model_config
 from rlft.models.hf import load_hf_checkpoint, save_hf_checkpoint
 from rlft.train import loop
-from rlft.train.checkpoint import CheckpointError
 
 SFT = os.path.join(REPO_CONFIGS, "sft.py")
 

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 from rlft import models
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 from rlft.models import init_params, model_config
 from rlft.objectives import Models, reward
 from rlft.parallel import make_mesh

@@ -10,16 +10,16 @@ import numpy as np
 import optax
 import pytest
 
-from rlft.config import REPO_CONFIGS, ConfigError, load_config, parse_config
+from rlft.config import REPO_CONFIGS, OptimConfig, load_config, parse_config
 from rlft.data.synthetic import SyntheticConfig, make_datasets
+from rlft.errors import CheckpointError, ConfigError, NonFiniteLossError
 from rlft.models import model_config
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
 from rlft.train import checkpoint, loop
-from rlft.train.checkpoint import CheckpointError
 from rlft.train.metrics import read_metrics
-from rlft.train.state import OptimConfig, init_state, make_optimizer
+from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
 SFT, DPO = (os.path.join(REPO_CONFIGS, f"{n}.py") for n in ("sft", "dpo"))
@@ -148,7 +148,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     bad = _tiny_sft(
         **{"total_steps": 8, "checkpoint_every": 1, "optim.learning_rate": float("nan")}
     )
-    with pytest.raises(loop.NonFiniteLossError, match="Last good checkpoint: step 4"):
+    with pytest.raises(NonFiniteLossError, match="Last good checkpoint: step 4"):
         loop.train(bad, workdir, progress=False)
     steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
     assert steps[-1] == 4

@@ -3,7 +3,8 @@
 import dataclasses
 from typing import Any
 
-from rlft.config import ConfigError, _as_dict, _model, to_dataclass
+from rlft.config import _as_dict, _model, to_dataclass
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
 from rlft.objectives.reward import RewardHparams, model_kind

@@ -12,12 +12,9 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from rlft.errors import CheckpointError
 from rlft.models import ModelConfig
 from rlft.train.state import TrainState, abstract_params
-
-
-class CheckpointError(FileNotFoundError):
-    """A checkpoint that is missing or does not fit the config; the message says the fix."""
 
 
 def checkpoint_dir(workdir: str) -> str:

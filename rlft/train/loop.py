@@ -16,19 +16,16 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from rlft.config import ConfigError, RunConfig, parse_config
+from rlft.config import RunConfig, parse_config
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
+from rlft.errors import ConfigError, NonFiniteLossError
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
 from rlft.train.metrics import MetricsWriter
 from rlft.train.stages import build_stage
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
 @contextlib.contextmanager

@@ -16,9 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlft.config import ConfigError, RolloutConfig, RunConfig
+from rlft.config import RolloutConfig, RunConfig
 from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig, lm_logits
 from rlft.objectives.base import Models
 from rlft.objectives.logprobs import token_logprobs

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 from etils import epath
 
-from rlft.config import ConfigError, RunConfig
+from rlft.config import RunConfig
 from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
 from rlft.objectives import dpo, reward
