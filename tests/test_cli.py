@@ -11,8 +11,8 @@ from rlft.config import REPO_CONFIGS, load_config, parse_config
 from rlft.data.sources import bundle_from_config
 from rlft.errors import CheckpointError
 from rlft.experiments.policy_ops import rm_scores
+from rlft.models.params_io import load_params
 from rlft.parallel import make_mesh
-from rlft.train.checkpoint import load_params
 from rlft.train.metrics import read_metrics
 from rlft.train.ppo_stage import load_reward_model
 from rlft.train.stages import NORMALIZE_ROWS

@@ -14,6 +14,7 @@ from rlft.config import REPO_CONFIGS, OptimConfig, load_config, parse_config
 from rlft.data.synthetic import SyntheticConfig, make_datasets
 from rlft.errors import CheckpointError, ConfigError, NonFiniteLossError
 from rlft.models import model_config
+from rlft.models.params_io import checkpoint_dir, load_params
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
@@ -191,8 +192,6 @@ def test_metrics_jsonl_and_tensorboard_written(tmp_path):
 
 
 def test_object_store_workdirs_keep_their_url():
-    from rlft.train.checkpoint import checkpoint_dir
-
     assert checkpoint_dir("gs://bucket/run/") == "gs://bucket/run/checkpoints"
     assert checkpoint_dir("runs/x").endswith(os.path.join("runs", "x", "checkpoints"))
 
@@ -209,7 +208,7 @@ def test_one_role_loads_from_a_two_role_checkpoint(tmp_path):
     checkpoint.save(manager, 1, state, meta)
     manager.wait_until_finished()
     for role, (kind, cfg) in roles.items():
-        loaded = checkpoint.load_params(str(tmp_path), role, kind, cfg, mesh)
+        loaded = load_params(str(tmp_path), role, kind, cfg, mesh)
         _assert_close(jax.device_get(state.params[role]), jax.device_get(loaded), 0.0)
     with pytest.raises(CheckpointError, match="critic"):  # the critic's config is checked
-        checkpoint.load_params(str(tmp_path), "critic", "scalar", MODEL, mesh)
+        load_params(str(tmp_path), "critic", "scalar", MODEL, mesh)

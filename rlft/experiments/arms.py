@@ -17,8 +17,8 @@ from rlft.defaults import base_config
 from rlft.experiments import policy_ops
 from rlft.experiments.spec import ReproduceSpec
 from rlft.models import ModelConfig
+from rlft.models.params_io import load_params
 from rlft.tasks import Task, bradley_terry_labels, pairs_from_samples
-from rlft.train.checkpoint import load_params
 from rlft.train.loop import train
 
 

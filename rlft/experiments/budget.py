@@ -19,9 +19,9 @@ import numpy as np
 from rlft.data.bundle import DataBundle
 from rlft.experiments import arms, control, diagnostics, policy_ops
 from rlft.experiments.spec import task_key
+from rlft.models.params_io import load_params
 from rlft.objectives import reward
 from rlft.tasks import BanditTask, make_prompt_arrays
-from rlft.train.checkpoint import load_params
 from rlft.train.loop import train
 
 if TYPE_CHECKING:

@@ -221,10 +221,11 @@ def gold_rm_scorer(workdir: str, pooling: str) -> Callable[[dict], np.ndarray]:
     """Scores [N] of {'tokens', 'mask', 'loss_mask'} under the reward model saved in workdir."""
     import jax  # noqa: PLC0415
 
+    from rlft.errors import CheckpointError  # noqa: PLC0415
     from rlft.models import ModelConfig  # noqa: PLC0415
+    from rlft.models.params_io import load_params, read_meta  # noqa: PLC0415
     from rlft.objectives import reward  # noqa: PLC0415
     from rlft.parallel import make_mesh  # noqa: PLC0415
-    from rlft.train.checkpoint import CheckpointError, load_params, read_meta  # noqa: PLC0415
     from rlft.train.stages import forward_dataset  # noqa: PLC0415
 
     _, meta = read_meta(workdir)

@@ -21,6 +21,7 @@ from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
 from rlft.errors import ConfigError
 from rlft.models import ModelConfig, lm_logits
+from rlft.models.params_io import load_params, read_meta
 from rlft.objectives.base import Models
 from rlft.objectives.logprobs import token_logprobs
 from rlft.objectives.ppo import token_values
@@ -28,7 +29,6 @@ from rlft.objectives.reward import model_kind, sequence_reward
 from rlft.parallel import batch_sharding, shard_batch
 from rlft.rollout.advantages import gae, kl_penalty, masked_whiten, ppo_rewards
 from rlft.rollout.sampler import generate
-from rlft.train.checkpoint import load_params, read_meta
 from rlft.train.stages import Stage, _replace_params, _require
 
 

@@ -19,10 +19,10 @@ from rlft.data.bundle import DataBundle
 from rlft.errors import ConfigError
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
+from rlft.models.params_io import load_params
 from rlft.objectives import dpo, reward
 from rlft.objectives.base import Models
 from rlft.parallel import shard_batch
-from rlft.train.checkpoint import load_params
 
 
 @dataclasses.dataclass

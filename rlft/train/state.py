@@ -73,16 +73,3 @@ def init_state(
     shardings = logical_shardings(jax.eval_shape(boxed_init, rng), mesh)
     state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
     return state, shardings
-
-
-def abstract_params(kind: str, cfg: ModelConfig, mesh: Mesh):
-    """ShapeDtypeStructs with shardings for one model's params (restore targets)."""
-    boxed = jax.eval_shape(lambda r: init_params(kind, cfg, r), jax.random.PRNGKey(0))
-    shardings = logical_shardings(boxed, mesh)
-    return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
-    )
-
-
-def param_shardings(kind: str, cfg: ModelConfig, mesh: Mesh):
-    return jax.tree.map(lambda x: x.sharding, abstract_params(kind, cfg, mesh))
