@@ -12,7 +12,7 @@ from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
 from rlft.errors import ConfigError
 from rlft.models import ModelConfig, model_config
-from rlft.objectives import OBJECTIVES
+from rlft.objectives import ALIASES, OBJECTIVES, objective_name
 
 TOP_LEVEL = (
     "objective",
@@ -77,7 +77,7 @@ class RolloutConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    objective: str
+    objective: str  # a key of rlft.objectives.OBJECTIVES (an alias in the config resolved)
     seed: int
     total_steps: int
     batch_size: int
@@ -143,15 +143,19 @@ def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig:
 def parse_config(config: Any) -> RunConfig:
     """Validate and convert a whole run config."""
     raw = _as_dict(config, "")
-    objective = raw.get("objective")
+    # The hyperparameter section is named as the objective is written (`mle` reads `mle`).
+    written = raw.get("objective")
+    objective = objective_name(written) if isinstance(written, str) else written
     if objective not in OBJECTIVES:
-        raise ConfigError(f"config.objective={objective!r}; choose one of {sorted(OBJECTIVES)}")
-    allowed = set(TOP_LEVEL) | {objective, "data"} | set(EXTRA_SECTIONS.get(objective, ()))
+        raise ConfigError(
+            f"config.objective={written!r}; choose one of {sorted(OBJECTIVES)} (aliases: {ALIASES})"
+        )
+    allowed = set(TOP_LEVEL) | {written, "data"} | set(EXTRA_SECTIONS.get(objective, ()))
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(
             f"unknown or unused top-level key(s) {unknown} for objective "
-            f"{objective!r}; allowed: {sorted(allowed)}"
+            f"{written!r}; allowed: {sorted(allowed)}"
         )
     missing = sorted(set(TOP_LEVEL) - set(raw))
     if missing:
@@ -172,7 +176,7 @@ def parse_config(config: Any) -> RunConfig:
         mesh=to_dataclass(MeshConfig, raw["mesh"], "mesh"),
         data=_data(raw["data"], "data") if "data" in raw else None,
         init=to_dataclass(InitConfig, raw["init"], "init"),
-        hparams=to_dataclass(hparams_cls, raw.get(objective, {}), objective),
+        hparams=to_dataclass(hparams_cls, raw.get(written, {}), written),
         rollout=(
             to_dataclass(RolloutConfig, raw["rollout"], "rollout") if "rollout" in raw else None
         ),

@@ -1,5 +1,5 @@
 """`rlft train` end to end: every tiny config trains through the CLI, chained, and learns; the
-other reward-model classes (`reward.pooling`) train, score and drive PPO on the same chain."""
+other reward-model classes (`reward.model_class`) train, score and drive PPO on the same chain."""
 
 import math
 import os
@@ -82,7 +82,7 @@ def rm_classes(runs, tmp_path_factory):
     for pooling in ("sum", "bilinear"):
         argv = [_cfg("reward"), f"--config.init.policy={runs['sft']}", "--config.total_steps=16"]
         argv += [
-            f"--config.reward.pooling={pooling}",
+            f"--config.reward.model_class={pooling}",
             f"--config.optim.learning_rate={LR[pooling]}",
         ]
         assert main(["train", *argv, f"--workdir={wd[pooling]}", "--noprogress"]) == 0, pooling

@@ -1,7 +1,7 @@
 """Two processes x 4 CPU devices = one 8-device mesh: the multi-controller path of a TPU pod.
 
 Each worker (this file run as `python -m tests.test_multihost --worker ...`) joins a loopback
-coordinator over gloo, builds the global data x fsdp = 4 x 2 mesh, takes two sharded mle steps
+coordinator over gloo, builds the global data x fsdp = 4 x 2 mesh, takes two sharded sft steps
 and samples from the trained policy, and writes what it sees (gathered across processes) to an
 .npz. The parent checks both workers against the same program in one process on 8 fake devices
 and on 1 device.
@@ -27,7 +27,7 @@ from rlft.config import REPO_CONFIGS, load_config
 from rlft.data.synthetic import EOS, PAD, SyntheticConfig, make_datasets
 from rlft.models import model_config
 from rlft.objectives.base import Models
-from rlft.objectives.mle import MleHparams
+from rlft.objectives.sft import SftHparams
 from rlft.parallel import batch_sharding, distributed, make_mesh, shard_batch
 from rlft.rollout.sampler import generate
 from rlft.train import loop
@@ -45,7 +45,7 @@ STEPS, ROWS, PROMPTS, NEW_TOKENS, SAMPLES = 2, 16, 8, 6, 2
 
 
 def compute(mesh) -> dict[str, np.ndarray]:
-    """Two mle steps, then greedy and sampled generation; every result gathered to the host.
+    """Two sft steps, then greedy and sampled generation; every result gathered to the host.
 
     Runs unchanged in one process and in each process of a multi-process job: batches are full
     host arrays placed with `shard_batch`, results come back through `process_allgather`.
@@ -54,7 +54,7 @@ def compute(mesh) -> dict[str, np.ndarray]:
     data = make_datasets(SyntheticConfig(**DATA_KW))
     # Plain SGD, as in test_train: Adam would amplify float noise in near-zero gradients.
     tx = optax.sgd(0.5)
-    spec = StepSpec("mle", Models(policy=cfg), MleHparams(), tx, optax.constant_schedule(0.5))
+    spec = StepSpec("sft", Models(policy=cfg), SftHparams(), tx, optax.constant_schedule(0.5))
     state, shardings = init_state({"policy": ("lm", cfg)}, tx, seed=3, mesh=mesh)
     step = jax.jit(  # placed as rlft.train.loop places it
         functools.partial(train_step, spec=spec),

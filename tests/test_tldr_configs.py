@@ -39,7 +39,7 @@ def data_extra():
 def test_full_size_variants_have_the_paper_settings(size, stage):
     run = parse_config(load_config(CONFIG, f"{size}:{stage}"))
     objective, lr, batch, rows = {
-        "sft": ("mle", 3e-6, 64, 116_722),
+        "sft": ("sft", 3e-6, 64, 116_722),
         "reward": ("reward", 3e-6, 128, 92_858),
         "dpo": ("dpo", 3e-7, 128, 92_858),
         "ppo": ("ppo", 3e-6, 64, 116_722),
@@ -65,7 +65,7 @@ def test_full_size_variants_have_the_paper_settings(size, stage):
     expected_policy = f"checkpoints/pythia-{size}-deduped" if stage == "sft" else sft_dir
     assert run.init.policy == expected_policy and run.init.reference == ""
     if stage == "reward":
-        assert run.hparams.pooling == "last" and set(d.parts) == {"pairs", "sft"}
+        assert run.hparams.model_class == "last" and set(d.parts) == {"pairs", "sft"}
     if stage == "dpo":
         h = run.hparams
         assert (h.beta, h.temperature, h.loss_type, h.reference_free) == (

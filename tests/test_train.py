@@ -31,7 +31,7 @@ DATA = SyntheticConfig(vocab_size=67, num_examples=64, max_items=5)
 
 def _batch(objective: str, rows: int = 16) -> dict:
     data = make_datasets(DATA)
-    if objective == "mle":
+    if objective == "sft":
         return {k: v[:rows] for k, v in data["sft"].items()}
     batch = {k: v[:rows] for k, v in data["pairs"].items()}
     rng = np.random.default_rng(0)
@@ -63,7 +63,7 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("objective,data,fsdp", [("mle", 4, 2), ("reward", 2, 4), ("dpo", 8, 1)])
+@pytest.mark.parametrize("objective,data,fsdp", [("sft", 4, 2), ("reward", 2, 4), ("dpo", 8, 1)])
 def test_sharded_step_equals_single_device(objective, data, fsdp):
     single_params, single_metrics = _run_steps(objective, make_mesh(1, 1, jax.devices()[:1]))
     mesh = make_mesh(data, fsdp)
@@ -83,8 +83,8 @@ def test_fsdp_actually_shards_params():
 
 def test_gradient_accumulation_equals_one_big_batch():
     mesh = make_mesh(1, 1, jax.devices()[:1])
-    params_1, metrics_1 = _run_steps("mle", mesh, accum=1)
-    params_4, metrics_4 = _run_steps("mle", mesh, accum=4)
+    params_1, metrics_1 = _run_steps("sft", mesh, accum=1)
+    params_4, metrics_4 = _run_steps("sft", mesh, accum=4)
     _assert_close(params_1, params_4, 1e-5)
     for a, b in zip(metrics_1, metrics_4, strict=True):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)

@@ -71,7 +71,7 @@ class Budget:
                 batch_size=r.batch_size,
                 learning_rate=r.learning_rate,
                 init={"policy": ts.sft_dir},
-                reward=dict(pooling=r.pooling),
+                reward=dict(model_class=r.pooling),
             ),
             self.rm_dir,
             progress=False,

@@ -104,7 +104,7 @@ def make_rollout_fn(
 def reward_pooling(reward_path: str) -> str:
     """How the reward model at `reward_path` reads a sequence (its stage's reward.pooling)."""
     _, meta = read_meta(reward_path)
-    return meta.get("config", {}).get("reward", {}).get("pooling", "last")
+    return meta.get("config", {}).get("reward", {}).get("model_class", "last")
 
 
 def load_reward_model(reward_path: str, cfg: ModelConfig, mesh) -> tuple[Any, str]:

@@ -86,8 +86,8 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
     data = ArrayDataset(bundle.require("pairs", "reward"), run.batch_size, run.seed)
     # The normalisation's reference responses are the SFT demonstrations (data, not a policy).
     reference = bundle.reference or bundle.require("sft", "reward (normalisation)")
-    pooling = run.hparams.pooling
-    kind = reward.model_kind(pooling)
+    model_class = run.hparams.model_class
+    kind = reward.model_kind(model_class)
     if kind == "bilinear":
         try:
             check_vocab(run.model)
@@ -104,7 +104,7 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
 
     def finalize(state):
         params, offset = normalize_reward_model(
-            run.model, state.params["reward"], reference, run.batch_size, mesh, pooling
+            run.model, state.params["reward"], reference, run.batch_size, mesh, model_class
         )
         return _replace_params(state, "reward", params), {"reward_offset": offset}
 
@@ -149,7 +149,7 @@ NORMALIZE_ROWS = 4096  # reference responses averaged for the reward-model offse
 
 
 def normalize_reward_model(
-    cfg: ModelConfig, params, reference: dict, batch_size: int, mesh, pooling: str = "last"
+    cfg: ModelConfig, params, reference: dict, batch_size: int, mesh, model_class: str = "last"
 ):
     """The paper's normalisation: subtract the mean reward of reference responses (folded into
     the offset `scalar_head/bias`, which every reward class adds once to r), so typical scores
@@ -157,7 +157,7 @@ def normalize_reward_model(
     rows = {k: reference[k][:NORMALIZE_ROWS] for k in ("tokens", "mask", "loss_mask")}
     fn = jax.jit(
         lambda p, b: {
-            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
+            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], model_class)
         }
     )
     offset = float(np.mean(forward_dataset(fn, params, rows, batch_size, mesh)["r"]))
@@ -201,7 +201,7 @@ def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
 def build_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     from rlft.train.ppo_stage import ppo_stage  # noqa: PLC0415  (imports the sampler)
 
-    builders = {"mle": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
+    builders = {"sft": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
     if bundle.vocab_size > run.model.vocab_size:
         raise ConfigError(
             f"the data's vocabulary ({bundle.vocab_size} ids) exceeds config.model.vocab_size="
