@@ -239,7 +239,6 @@ def reproduce_config(size: str, root: str) -> ml_collections.ConfigDict:
             write_fixture=d.write_fixture,
             judge="rouge",  # gold reward; "rm" with gold_rm=<reward-stage workdir>
             gold_rm="",
-            gold_rm_pooling="last",
         )
     }
     c.seeds = (0,)

@@ -13,6 +13,7 @@ from rlft.data.synthetic import SyntheticConfig
 from rlft.errors import ConfigError
 from rlft.models import ModelConfig, model_config
 from rlft.objectives import ALIASES, OBJECTIVES, objective_name
+from rlft.rollout.ppo import RolloutConfig
 
 TOP_LEVEL = (
     "objective",
@@ -57,22 +58,6 @@ class InitConfig:
     policy: str = ""  # workdir of an earlier stage (or a converted/HF checkpoint) for the policy
     reward: str = ""  # workdir of a reward-model stage (PPO: critic init and scorer)
     reference: str = ""  # reference policy; empty means "same as policy"
-
-
-@dataclasses.dataclass(frozen=True)
-class RolloutConfig:
-    """PPO rollouts (the public TL;DR PPO recipe's defaults, see PAPER.md section 4)."""
-
-    response_len: int = 53  # new tokens sampled per prompt
-    top_p: float = 1.0
-    kl_coef: float = 0.05  # beta of the per-token KL penalty folded into the reward
-    kl_estimator: str = "k1"  # k1 | k3
-    no_eos_penalty: float = -1.0  # score given to responses that never emit EOS
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_rewards: bool = False
-    ppo_epochs: int = 4
-    num_minibatches: int = 1  # per epoch; the rollout batch is batch_size prompts
 
 
 @dataclasses.dataclass(frozen=True)

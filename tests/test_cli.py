@@ -10,12 +10,10 @@ from rlft.cli import main
 from rlft.config import REPO_CONFIGS, load_config, parse_config
 from rlft.data.sources import bundle_from_config
 from rlft.errors import CheckpointError
-from rlft.experiments.policy_ops import rm_scores
-from rlft.models.params_io import load_params
+from rlft.models.params_io import load_params, read_meta
 from rlft.parallel import make_mesh
+from rlft.rollout.scoring import NORMALIZE_ROWS, load_reward_model, rm_scores
 from rlft.train.metrics import read_metrics
-from rlft.train.ppo_stage import load_reward_model
-from rlft.train.stages import NORMALIZE_ROWS
 
 
 def _cfg(name: str) -> str:
@@ -108,8 +106,15 @@ def test_reward_classes_train_and_score(runs, rm_classes, pooling):
     assert read_as == pooling
     sft = bundle_from_config(run.data, progress=False).sft
     reference = {k: v[:NORMALIZE_ROWS] for k, v in sft.items()}
-    scores = rm_scores(run.model, params, reference, make_mesh(), pooling=pooling)
+    scores = rm_scores(run.model, params, reference, make_mesh(), model_class=pooling)
     assert abs(float(scores.mean())) < 1e-4 and scores.std() > 0.01
+
+
+@pytest.mark.parametrize("model_class", ["sum", "bilinear"])
+def test_reward_checkpoint_records_its_class(rm_classes, model_class):
+    """The class is resolved once, at training, into the meta that PPO and the scorers read."""
+    _, meta = read_meta(rm_classes[model_class])
+    assert meta["models"]["reward"]["model_class"] == model_class
 
 
 def test_tiny_ppo_runs_on_a_bilinear_reward_model(rm_classes):

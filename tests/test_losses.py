@@ -11,6 +11,7 @@ import pytest
 from rlft import models
 from rlft.models import init_params, model_config
 from rlft.objectives import OBJECTIVES, Models, dpo, ppo, reward, sft
+from rlft.objectives.logprobs import sequence_logprobs
 
 SIMPLE = dict(rtol=1e-5, atol=1e-5)
 COMPOSITE = dict(rtol=1e-4, atol=1e-4)
@@ -301,7 +302,7 @@ def test_dpo_loss_fn_properties(lm_params):
     # sequence_logprobs is the reference pass: policy == reference gives log 2 per pair.
     for side in ("chosen", "rejected"):
         rows = [batch[f"{side}_{k}"] for k in ("tokens", "mask", "loss_mask")]
-        batch[f"ref_{side}_logp"] = dpo.sequence_logprobs(CFG, lm_params, *rows, 0.7)
+        batch[f"ref_{side}_logp"] = sequence_logprobs(CFG, lm_params, *rows, 0.7)
     out = jit_loss(dpo.loss_fn)(params, batch, models, hp)
     np.testing.assert_allclose(out.loss_sum, 3 * math.log(2), **SIMPLE)
     np.testing.assert_allclose(out.metrics["margin"], 0.0, **SIMPLE)

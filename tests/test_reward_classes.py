@@ -13,7 +13,7 @@ from rlft.errors import ConfigError
 from rlft.models import init_params, model_config
 from rlft.objectives import Models, reward
 from rlft.parallel import make_mesh
-from rlft.train.stages import normalize_reward_model
+from rlft.rollout.scoring import normalize_reward_model
 
 SIMPLE = dict(rtol=1e-5, atol=1e-5)
 COMPOSITE = dict(rtol=1e-4, atol=1e-4)

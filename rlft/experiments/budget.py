@@ -19,8 +19,7 @@ import numpy as np
 from rlft.data.bundle import DataBundle
 from rlft.experiments import arms, control, diagnostics, policy_ops
 from rlft.experiments.spec import task_key
-from rlft.models.params_io import load_params
-from rlft.objectives import reward
+from rlft.rollout import scoring
 from rlft.tasks import BanditTask, make_prompt_arrays
 from rlft.train.loop import train
 
@@ -77,8 +76,7 @@ class Budget:
             progress=False,
             data=bundle,
         )
-        kind = reward.model_kind(r.pooling)
-        self.rm_params = load_params(self.rm_dir, "reward", kind, ts.spec.model, ts.mesh)
+        self.rm_params, _ = scoring.load_reward_model(self.rm_dir, ts.spec.model, ts.mesh)
 
     def dpo_arm(self, name: str, pairs: dict, init_dir: str, temperature: float = 1.0) -> dict:
         ts, d = self.ts, self.ts.spec.dpo
@@ -163,12 +161,12 @@ class Budget:
         )
 
     def rm_scorer(self, samples):
-        return policy_ops.rm_scores(
+        return scoring.rm_scores(
             self.ts.spec.model,
             self.rm_params,
             samples,
             self.ts.mesh,
-            pooling=self.ts.spec.reward.pooling,
+            model_class=self.ts.spec.reward.pooling,
         )
 
     def gold_scorer(self, samples):

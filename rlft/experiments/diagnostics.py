@@ -17,11 +17,11 @@ import functools
 import jax
 import numpy as np
 
-from rlft.experiments import arms, policy_ops
+from rlft.experiments import arms
 from rlft.experiments.isomorphic import total_variation
 from rlft.models import ModelConfig, lm_logits
+from rlft.rollout import scoring
 from rlft.tasks import BanditTask
-from rlft.train.stages import forward_dataset
 
 
 def _log_sigmoid(x):
@@ -58,12 +58,12 @@ def measure(b) -> dict:
 
     def local(arrays, prefix=""):
         return beta * (
-            policy_ops.sequence_logprobs(cfg, dpo_params, arrays, mesh, prefix)
-            - policy_ops.sequence_logprobs(cfg, ts.sft_params, arrays, mesh, prefix)
+            scoring.logprob_scores(cfg, dpo_params, arrays, mesh, prefix)
+            - scoring.logprob_scores(cfg, ts.sft_params, arrays, mesh, prefix)
         )
 
     def rm(arrays, prefix=""):
-        return policy_ops.rm_scores(cfg, b.rm_params, arrays, mesh, prefix, ts.spec.reward.pooling)
+        return scoring.rm_scores(cfg, b.rm_params, arrays, mesh, prefix, ts.spec.reward.pooling)
 
     gold_c, gold_r = val["chosen_gold"], val["rejected_gold"]
     rm_pairs = pair_metrics(rm(val, "chosen_") - rm(val, "rejected_"), gold_c, gold_r)
@@ -104,9 +104,9 @@ def _first_token_fn(cfg: ModelConfig):
 
 def first_token_probs(cfg: ModelConfig, params, prompts: dict, mesh) -> np.ndarray:
     """pi(y_1 | x) [N, V] at temperature 1: the next-token softmax after each prompt."""
-    return forward_dataset(_first_token_fn(cfg), params, prompts, policy_ops.FORWARD_BATCH, mesh)[
-        "probs"
-    ]
+    return scoring.forward_dataset(
+        _first_token_fn(cfg), params, prompts, scoring.FORWARD_BATCH, mesh
+    )["probs"]
 
 
 def bandit_contexts(task: BanditTask) -> dict:

@@ -4,19 +4,14 @@ Every function takes numpy arrays in rlft's batch layout and returns numpy, so t
 stays plain Python; the heavy lifting is the jitted sampler and jitted forward passes.
 """
 
-import functools
-
 import jax
 import numpy as np
 
 from rlft.models import ModelConfig
-from rlft.objectives import dpo, reward
 from rlft.parallel import shard_batch
+from rlft.rollout import scoring
 from rlft.rollout.sampler import generate
 from rlft.tasks import Task, split_sequences
-from rlft.train.stages import forward_dataset
-
-FORWARD_BATCH = 256  # rows per forward-only pass
 
 
 def sample(
@@ -46,48 +41,6 @@ def sample(
     )
     out = jax.device_get(out)
     return {"tokens": out.tokens, "mask": out.mask, "loss_mask": out.loss_mask, "logp": out.logp}
-
-
-@functools.lru_cache(maxsize=32)
-def _logprob_fn(cfg: ModelConfig, temperature: float):
-    return jax.jit(
-        lambda p, b: {
-            "logp": dpo.sequence_logprobs(
-                cfg, p, b["tokens"], b["mask"], b["loss_mask"], temperature
-            )
-        }
-    )
-
-
-@functools.lru_cache(maxsize=32)
-def _reward_fn(cfg: ModelConfig, pooling: str):
-    return jax.jit(
-        lambda p, b: {
-            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
-        }
-    )
-
-
-def _seq(arrays: dict, prefix: str = "") -> dict:
-    return {k: arrays[prefix + k] for k in ("tokens", "mask", "loss_mask")}
-
-
-def sequence_logprobs(
-    cfg: ModelConfig, params, arrays: dict, mesh, prefix: str = "", temperature: float = 1.0
-) -> np.ndarray:
-    """Summed response log-probs [N] of `prefix`tokens/mask/loss_mask under `params`."""
-    return forward_dataset(
-        _logprob_fn(cfg, temperature), params, _seq(arrays, prefix), FORWARD_BATCH, mesh
-    )["logp"]
-
-
-def rm_scores(
-    cfg: ModelConfig, params, arrays: dict, mesh, prefix: str = "", pooling: str = "last"
-) -> np.ndarray:
-    """Global reward-model scores [N] of `prefix`tokens/mask/loss_mask."""
-    return forward_dataset(
-        _reward_fn(cfg, pooling), params, _seq(arrays, prefix), FORWARD_BATCH, mesh
-    )["r"]
 
 
 def gold_parts(task: Task, arrays: dict, prefix: str = "") -> dict[str, np.ndarray]:
@@ -126,7 +79,7 @@ def evaluate_policy(
     )
     parts = gold_parts(task, s)
     logp_pol = np.sum(s["logp"], axis=-1)
-    logp_ref = sequence_logprobs(cfg, ref_params, s, mesh)
+    logp_ref = scoring.logprob_scores(cfg, ref_params, s, mesh)
     out = {
         "gold_reward": float(np.mean(parts["reward"])),
         "win_rate_vs_sft": win_rate(parts["reward"], sft_gold),
@@ -135,5 +88,7 @@ def evaluate_policy(
         "rm_score": None,
     }
     if rm_params is not None:
-        out["rm_score"] = float(np.mean(rm_scores(cfg, rm_params, s, mesh, pooling=rm_pooling)))
+        out["rm_score"] = float(
+            np.mean(scoring.rm_scores(cfg, rm_params, s, mesh, model_class=rm_pooling))
+        )
     return out

@@ -70,7 +70,10 @@ def _meta(run: RunConfig, stage, loop_step: int) -> dict:
     return {
         "objective": run.objective,
         "loop_step": loop_step,
-        "models": {r: {"kind": k, "config": c.to_dict()} for r, (k, c) in stage.roles.items()},
+        "models": {
+            r: {"kind": k, "config": c.to_dict(), **stage.role_meta.get(r, {})}
+            for r, (k, c) in stage.roles.items()
+        },
         "data_position": {"step": loop_step, "batch_size": run.batch_size, "seed": run.seed},
         "config": run.raw,
     }
