@@ -19,6 +19,12 @@ from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import sequence_logprobs
 
 LOSS_TYPES = ("sigmoid", "ipo")
+# The pairs [B, T] (as the reward objective reads them) and the reference log-probs [B].
+BATCH_KEYS = (
+    *(f"{side}_{k}" for side in ("chosen", "rejected") for k in ("tokens", "mask", "loss_mask")),
+    "ref_chosen_logp",
+    "ref_rejected_logp",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,10 @@ from rlft.models import ModelConfig, bilinear_reward, last_index, scalar_values
 from rlft.objectives.base import LossOut, Models
 
 MODEL_CLASSES = ("last", "mean", "sum", "bilinear")
+# [B, T] each: the preferred (chosen) and the other (rejected) response of a pair.
+BATCH_KEYS = tuple(
+    f"{side}_{k}" for side in ("chosen", "rejected") for k in ("tokens", "mask", "loss_mask")
+)
 
 
 @dataclasses.dataclass(frozen=True)

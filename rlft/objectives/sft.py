@@ -10,6 +10,8 @@ from rlft.models import lm_logits
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import token_logprobs
 
+BATCH_KEYS = ("tokens", "mask", "loss_mask")  # [B, T]: demonstrations, response in loss_mask
+
 
 @dataclasses.dataclass(frozen=True)
 class SftHparams:
