@@ -19,6 +19,7 @@ from rlft.models import model_config
 from rlft.models.params_io import checkpoint_dir, load_params
 from rlft.objectives import BATCH_KEYS, OBJECTIVES, check_batch
 from rlft.objectives.base import Models
+from rlft.objectives.sft import SftHparams
 from rlft.parallel import make_mesh, shard_batch
 from rlft.train import checkpoint, loop
 from rlft.train.metrics import read_metrics
@@ -327,3 +328,16 @@ def test_a_batch_missing_a_key_names_it_and_the_objective(tmp_path):
     data = DataBundle(eos_id=1, pad_id=0, vocab_size=64, sft=no_loss_mask)
     with pytest.raises(BatchError, match=r"'sft' reads batch key\(s\) \['loss_mask'\]"):
         loop.train(c, str(tmp_path), progress=False, data=data)
+
+
+def test_objective_mle_is_an_accepted_alias_of_sft():
+    c = load_config(SFT, "tiny").to_dict()
+    assert c["objective"] == "sft"
+    old = {**c, "objective": "mle", "mle": {"temperature": 2.0}}
+    del old["sft"]
+    run = parse_config(old)  # the section is named as the objective is written
+    assert run.objective == "sft" and run.hparams == SftHparams(temperature=2.0)
+    with pytest.raises(ConfigError, match=r"\['sft'\] for objective 'mle'"):
+        parse_config({**old, "sft": {"temperature": 1.0}})
+    with pytest.raises(ConfigError, match=r"'mel'.*aliases: \{'mle': 'sft'\}"):
+        parse_config({**c, "objective": "mel"})
