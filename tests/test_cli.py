@@ -7,13 +7,14 @@ import os
 import pytest
 
 from rlft.cli import main
-from rlft.config import REPO_CONFIGS, load_config, parse_config
+from rlft.config import load_config, parse_config
 from rlft.data.sources import bundle_from_config
 from rlft.errors import CheckpointError
 from rlft.models.params_io import load_params, read_meta
 from rlft.parallel import make_mesh
 from rlft.rollout.scoring import NORMALIZE_ROWS, load_reward_model, rm_scores
 from rlft.train.metrics import read_metrics
+from tests.helpers import REPO_CONFIGS
 
 
 def _cfg(name: str) -> str:

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 from rlft.cli import main
-from rlft.config import REPO_CONFIGS, OptimConfig, load_config, parse_config
+from rlft.config import OptimConfig, load_config, parse_config
 from rlft.errors import ModelClassError
 from rlft.models import model_config
 from rlft.parallel import make_mesh
 from rlft.rollout import scoring
 from rlft.train import checkpoint, loop
 from rlft.train.state import init_state, make_optimizer
+from tests.helpers import REPO_CONFIGS
 
 PPO = os.path.join(REPO_CONFIGS, "ppo.py")
 MODEL = model_config("tiny")

@@ -11,10 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, load_config, parse_config
+from rlft.config import load_config, parse_config
 from rlft.data.sources import TldrDataConfig, bundle_from_config
 from rlft.data.synthetic import SyntheticConfig
 from rlft.errors import ConfigError
+from tests.helpers import REPO_CONFIGS
 
 CONFIG = os.path.join(REPO_CONFIGS, "tldr_pythia.py")
 STAGES = ("sft", "reward", "dpo", "ppo")

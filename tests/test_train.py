@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from rlft.config import REPO_CONFIGS, OptimConfig, load_config, parse_config
+from rlft.config import OptimConfig, load_config, parse_config
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
 from rlft.data.synthetic import SyntheticConfig, make_datasets
@@ -25,6 +25,7 @@ from rlft.train import checkpoint, loop
 from rlft.train.metrics import read_metrics
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
+from tests.helpers import REPO_CONFIGS
 
 SFT, DPO = (os.path.join(REPO_CONFIGS, f"{n}.py") for n in ("sft", "dpo"))
 # Prime-ish sizes so axis mix-ups fail: vocab 67, width 40 over 5 heads.

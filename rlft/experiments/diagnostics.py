@@ -21,11 +21,7 @@ from rlft.experiments import arms
 from rlft.experiments.isomorphic import total_variation
 from rlft.models import ModelConfig, lm_logits
 from rlft.rollout import scoring
-from rlft.tasks import BanditTask
-
-
-def _log_sigmoid(x):
-    return -np.logaddexp(0.0, -x)
+from rlft.tasks import BanditTask, log_sigmoid
 
 
 def pair_metrics(margin_N: np.ndarray, gold_c_N: np.ndarray, gold_r_N: np.ndarray) -> dict:
@@ -33,7 +29,7 @@ def pair_metrics(margin_N: np.ndarray, gold_c_N: np.ndarray, gold_r_N: np.ndarra
     agree = (margin_N > 0) == (gold_c_N > gold_r_N)
     return {
         "accuracy": float(np.mean(agree[decided])) if decided.any() else float("nan"),
-        "loglik": float(np.mean(_log_sigmoid(margin_N))),
+        "loglik": float(np.mean(log_sigmoid(margin_N))),
     }
 
 

@@ -50,7 +50,7 @@ def gold_parts(task: Task, arrays: dict, prefix: str = "") -> dict[str, np.ndarr
     )
 
 
-def win_rate(gold_a: np.ndarray, gold_b: np.ndarray) -> float:
+def matched_win_rate(gold_a: np.ndarray, gold_b: np.ndarray) -> float:
     """P(a beats b) on matched samples under the gold verifier, ties counting half."""
     return float(np.mean((gold_a > gold_b) + 0.5 * (gold_a == gold_b)))
 
@@ -82,7 +82,7 @@ def evaluate_policy(
     logp_ref = scoring.logprob_scores(cfg, ref_params, s, mesh)
     out = {
         "gold_reward": float(np.mean(parts["reward"])),
-        "win_rate_vs_sft": win_rate(parts["reward"], sft_gold),
+        "win_rate_vs_sft": matched_win_rate(parts["reward"], sft_gold),
         "kl_to_ref": float(np.mean(logp_pol - logp_ref)),
         "gold_parts": {k: float(np.mean(v)) for k, v in parts.items() if k != "reward"},
         "rm_score": None,
