@@ -2,6 +2,9 @@
 
 rlft train --config=configs/dpo.py:tiny --workdir=DIR [--config.field=value ...]
 rlft convert --from-hf DIR --out DIR | --to-hf DIR --out DIR
+
+Each command imports what it runs inside its function, so `rlft --help` and a flag error answer
+at once and one command never loads another's stack (JAX, Orbax, the reproduce pipeline).
 """
 
 import os

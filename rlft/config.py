@@ -5,6 +5,7 @@ choices, so a typo never silently falls back to a default.
 """
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any
 
@@ -184,8 +185,6 @@ def parse_config(config: Any) -> RunConfig:
 
 def load_config(path: str, variant: str | None = None):
     """`get_config(variant)` of a config file, as `--config=path:variant` would load it."""
-    import importlib.util  # noqa: PLC0415
-
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"rlft_config_{abs(hash(path))}", path)

@@ -19,7 +19,7 @@ import numpy as np
 from rlft.models.config import ModelConfig
 
 CONFIG_FILE = "config.json"
-RLFT_CONFIG_FILE = "rlft_config.json"  # an rlft params directory (rlft.models.params_io)
+RLFT_CONFIG_FILE = "rlft_config.json"  # an `rlft convert` directory (see rlft.convert)
 TOKENIZER_FILE = "tokenizer.json"
 PAD_TOKEN = "[PAD]"
 # Older GPT-NeoX checkpoints also store non-parameter buffers (causal mask, rotary freqs).

@@ -27,7 +27,7 @@ import numpy as np
 
 from rlft.data.arrays import pack_sequences
 from rlft.data.judges import RewardModelJudge, rouge_l
-from rlft.data.tldr.format import MAX_QUERY_LEN, SFT_RESPONSE_LEN
+from rlft.data.tldr.format import MAX_QUERY_LEN, SFT_RESPONSE_LEN, TextTokenizer
 from rlft.tasks.base import Task, split_response
 
 JUDGES = ("rouge", "rm")
@@ -69,8 +69,9 @@ class TldrData:
 
 def load_data(cfg: TldrTaskConfig) -> TldrData:
     """Both pools through rlft.data.sources (prepared and cached like `rlft train`'s arrays)."""
+    # Both import JAX (data.sources for the process rank, rlft.models' package for the
+    # networks): here, not at the top, so rlft.tasks stays importable without it.
     from rlft.data.sources import NO_VOCAB_LIMIT, TldrDataConfig, tldr_bundle  # noqa: PLC0415
-    from rlft.data.tldr.format import TextTokenizer  # noqa: PLC0415
     from rlft.models.hf import load_tokenizer  # noqa: PLC0415
 
     pools, p = {}, cfg.max_query_len
@@ -219,7 +220,7 @@ def _through_eos(tokens: list[int], eos_id: int) -> list[int]:
 def gold_rm_scorer(workdir: str) -> Callable[[dict], np.ndarray]:
     """Scores [N] of {'tokens', 'mask', 'loss_mask'} under the reward model saved in workdir,
     read as the class its checkpoint records (rlft.rollout.scoring.load_reward_model)."""
-    # JAX only for judge=rm: keeps rlft.tasks (numpy verifiers and tables) importable without it.
+    # JAX only for judge=rm: rlft.tasks (numpy verifiers and tables) stays importable without it.
     from rlft.parallel import make_mesh  # noqa: PLC0415
     from rlft.rollout.scoring import load_reward_model, reward_model_config, rm_scores  # noqa: PLC0415
 
