@@ -168,7 +168,8 @@ def _reward_meta(workdir: str) -> dict[str, Any]:
 
 
 def reward_model_config(workdir: str) -> ModelConfig:
-    """The model config the reward stage in `workdir` saved (e.g. a gold reward model's)."""
+    """The model config the reward stage in `workdir` saved (e.g. a gold reward model's);
+    raises CheckpointError if the workdir holds no reward model."""
     return ModelConfig(**_reward_meta(workdir)["models"]["reward"]["config"])
 
 

@@ -24,6 +24,8 @@ from rlft.train.stage import Stage, replace_params, require_init
 
 
 def ppo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """Policy (init.policy) and critic on rollouts of `bundle.prompts`, scored by the reward
+    model at init.reward; raises ConfigError without config.rollout or init paths."""
     rollout = run.rollout
     if rollout is None:
         raise ConfigError("config.rollout is missing; PPO needs it (see configs/ppo.py)")

@@ -39,6 +39,7 @@ def _offline_run_step(data: ArrayDataset, mesh):
 
 
 def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """The policy on the demonstrations (`bundle.sft`); from init.policy if set, else fresh."""
     data = ArrayDataset(bundle.require("sft", "sft"), run.batch_size, run.seed)
 
     def load_init(state):
@@ -57,6 +58,8 @@ def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
 
 
 def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """A reward model of class reward.model_class on `bundle.pairs`, backbone from
+    init.policy; normalised after the last step and its class recorded in the meta."""
     data = ArrayDataset(bundle.require("pairs", "reward"), run.batch_size, run.seed)
     # The normalisation's reference responses are the SFT demonstrations (data, not a policy).
     reference = bundle.reference or bundle.require("sft", "reward (normalisation)")
@@ -93,6 +96,8 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
 
 
 def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """The policy from init.policy on `bundle.pairs` with reference log-probs (init.reference,
+    default init.policy) computed once and cached in the workdir."""
     policy_path = require_init(run.init.policy, "policy", "an SFT policy")
     pairs = bundle.require("pairs", "dpo")
     # Cached in the workdir. Process 0 decides whether the cache is usable and tells the
