@@ -17,12 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlft.config import OptimConfig
 from rlft.data.synthetic import SyntheticConfig, make_datasets
 from rlft.models import lm_logits, model_config
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
-from rlft.train.state import OptimConfig, init_state, make_optimizer
+from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
 
@@ -51,7 +52,7 @@ def _batches(data_cfg, rows):
         "advantages": rng.normal(0, 1, (rows, t)).astype(np.float32),
         "returns": rng.normal(0, 1, (rows, t)).astype(np.float32),
     }
-    return {"mle": sft, "reward": pairs, "dpo": pairs, "ppo": ppo}
+    return {"sft": sft, "reward": pairs, "dpo": pairs, "ppo": ppo}
 
 
 def main():
@@ -67,7 +68,7 @@ def main():
 
     # Baseline: inline next-token loss + AdamW, same model, same SFT batch.
     state, _ = init_state({"policy": ("lm", cfg)}, tx, 0, mesh)
-    sft = shard_batch(batches["mle"], mesh)
+    sft = shard_batch(batches["sft"], mesh)
 
     @jax.jit
     def bare_step(state, batch):
@@ -87,7 +88,7 @@ def main():
     base = _time(bare_step, state, sft, args.steps)
     print(
         f"devices={len(jax.devices())} preset={args.preset} batch={args.batch} "
-        f"seq={batches['mle']['tokens'].shape[1]}"
+        f"seq={batches['sft']['tokens'].shape[1]}"
     )
     print(f"{'baseline (bare grad+adamw)':28s} {base * 1e3:8.2f} ms/step   1.00x")
     for name, (_, hp_cls, roles) in OBJECTIVES.items():

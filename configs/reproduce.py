@@ -34,6 +34,8 @@ sample / score / DPO from the current policy, SFT reference), ppo, oracle_online
 the gold verifier); extra: online_dpo_more_prompts (H3).
 """
 
+import os
+
 import ml_collections
 
 from rlft.experiments.arms import DEFAULT_ARMS, EXTRA_ARMS
@@ -42,6 +44,7 @@ from rlft.experiments.pipeline.spec import stage_recipe
 VARIANTS = ("default", "paper", "quick", "map", "hypotheses", "control", "full")
 MAP_LENGTHS = (1, 2, 4, 8)  # content tokens L of the map's response-length axis (R = L + 1)
 MAP_CLASSES = ("last", "mean", "sum", "bilinear")
+HERE = os.path.dirname(os.path.abspath(__file__))  # the stage recipes: configs/<stage>.py
 
 
 def get_config(arg: str | None = None):
@@ -106,17 +109,17 @@ def get_config(arg: str | None = None):
     )
     c.parallel = dict(data=-1, fsdp=1, accum_steps=1)  # every stage's layout (Pythia: fsdp=-1)
 
-    c.sft = stage_recipe("sft")
+    c.sft = stage_recipe(HERE, "sft")
     c.sft.batch_size = 64
     c.sft.optim.learning_rate = 1e-3
-    c.reward = stage_recipe("reward")
+    c.reward = stage_recipe(HERE, "reward")
     c.reward.batch_size = 64
     c.reward.optim.learning_rate = 5e-4
-    c.dpo = stage_recipe("dpo")  # offline and online arms alike; online arms set temperature
+    c.dpo = stage_recipe(HERE, "dpo")  # offline and online arms alike; online arms set temperature
     c.dpo.batch_size = 64
     c.dpo.optim.learning_rate = 2e-4
     c.dpo.dpo.beta = beta
-    c.ppo = stage_recipe("ppo")
+    c.ppo = stage_recipe(HERE, "ppo")
     c.ppo.batch_size = 64
     c.ppo.optim.learning_rate = 1e-4
     c.ppo.rollout.kl_coef = beta
@@ -151,7 +154,10 @@ def _map(c) -> None:
     c.tasks = tuple(f"{family}_L{n}" for family in ("keyed", "rouge") for n in MAP_LENGTHS)
     c.task_knobs = {f"keyed_L{n}": {"family": "keyed", "response_len": n + 1} for n in MAP_LENGTHS}
     c.task_knobs.update(  # rouge: the reference has as many tokens as the prompt has items
-        {f"rouge_L{n}": {"family": "rouge", "max_items": n, "min_items": min(3, n)} for n in MAP_LENGTHS}
+        {
+            f"rouge_L{n}": {"family": "rouge", "max_items": n, "min_items": min(3, n)}
+            for n in MAP_LENGTHS
+        }
     )
     c.seeds = (0, 1, 2)
     c.label_budgets = (128, 512, 2048)

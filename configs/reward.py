@@ -15,6 +15,6 @@ def get_config(arg: str | None = None):
     c.total_steps = 150 if tiny else 1000
     c.optim.learning_rate = 5e-4 if tiny else 1e-4
     c.init.policy = "runs/sft_tiny" if tiny else "runs/sft"  # backbone source
-    c.reward = dict(pooling="last")  # RM class: last (paper's head) | mean | sum | bilinear
+    c.reward = dict(model_class="last")  # RM class: last (paper's head) | mean | sum | bilinear
     # Derived: pairs seen = total_steps x batch_size = 150 x 32 = 4800 (2.3 epochs) on tiny.
     return c

@@ -14,8 +14,8 @@ def get_config(arg: str | None = None):
     tiny = arg == "tiny"
     if arg not in (None, "", "tiny"):
         raise ValueError(f"configs/sft.py: unknown variant {arg!r}; use 'tiny' or none")
-    c = base_config("mle", tiny)
-    c.mle = dict(temperature=1.0)  # log-probs from logits / temperature (1 for SFT)
+    c = base_config("sft", tiny)
+    c.sft = dict(temperature=1.0)  # log-probs from logits / temperature (1 for SFT)
     # Derived: tokens per step = batch_size x (prompt + response) = 32 x 14 on tiny;
     # epochs = total_steps x batch_size / num_examples = 200 x 32 / 2048 = 3.1 on tiny.
     return c

@@ -52,7 +52,7 @@ from rlft.experiments.spec import ARMS
 
 SFT_TRAIN_ROWS = 116_722  # published size of TL;DR tldr_3_filtered train
 COMPARISON_TRAIN_ROWS = 92_858  # published size of the comparisons train split
-STAGES = {"sft": "mle", "reward": "reward", "dpo": "dpo", "ppo": "ppo"}
+STAGES = {"sft": "sft", "reward": "reward", "dpo": "dpo", "ppo": "ppo"}
 BATCH = {"sft": 64, "reward": 128, "dpo": 128, "ppo": 64}  # rows (pairs, prompts) per step
 LR = {"sft": 3e-6, "reward": 3e-6, "dpo": 3e-7, "ppo": 3e-6}
 PARTS = {"sft": ("sft",), "reward": ("pairs", "sft"), "dpo": ("pairs",), "ppo": ("sft",)}
@@ -158,9 +158,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Derived, per optimizer update: sequences = batch (x2 for pairs), tokens per sequence =
     # max_query_len + response length (565 SFT/PPO, 640 pairs at full size).
     if stage == "sft":
-        c.mle = dict(temperature=1.0)  # plain next-token cross-entropy, prompt masked
+        c.sft = dict(temperature=1.0)  # plain next-token cross-entropy, prompt masked
     elif stage == "reward":
-        c.reward = dict(pooling="last")  # the paper's last-token head, normalised after
+        c.reward = dict(model_class="last")  # the paper's last-token head, normalised after
     elif stage == "dpo":
         c.dpo = dict(
             beta=0.05,  # the paper's KL strength
@@ -239,7 +239,6 @@ def reproduce_config(size: str, root: str) -> ml_collections.ConfigDict:
             write_fixture=d.write_fixture,
             judge="rouge",  # gold reward; "rm" with gold_rm=<reward-stage workdir>
             gold_rm="",
-            gold_rm_pooling="last",
         )
     }
     c.seeds = (0,)

@@ -2,10 +2,15 @@
 
 rlft train --config=configs/dpo.py:tiny --workdir=DIR [--config.field=value ...]
 rlft convert --from-hf DIR --out DIR | --to-hf DIR --out DIR
+
+Each command imports what it runs inside its function, so `rlft --help` and a flag error answer
+at once and one command never loads another's stack (JAX, Orbax, the reproduce pipeline).
 """
 
 import os
 import sys
+
+from rlft.errors import BatchError, CheckpointError, ConfigError, NonFiniteLossError
 
 USAGE = """usage: rlft <command> [flags]
 
@@ -49,16 +54,14 @@ def _train(argv: list[str]) -> int:
     fv = _config_flags("train", argv)
     if isinstance(fv, int):
         return fv
-    from rlft.config import ConfigError  # noqa: PLC0415
     from rlft.parallel.distributed import maybe_initialize_distributed  # noqa: PLC0415
-    from rlft.train.checkpoint import CheckpointError  # noqa: PLC0415
-    from rlft.train.loop import NonFiniteLossError, train  # noqa: PLC0415
+    from rlft.train.loop import train  # noqa: PLC0415
 
     maybe_initialize_distributed()  # multi-host TPU/GPU: before anything touches devices
 
     try:
         last = train(fv.config, fv.workdir, progress=fv.progress)
-    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
+    except (ConfigError, CheckpointError, BatchError, NonFiniteLossError) as e:
         print(f"rlft train: error: {e}", file=sys.stderr)
         return 1
     if last.get("stopped_by"):
@@ -78,7 +81,6 @@ def _reproduce(argv: list[str]) -> int:
     fv = _config_flags("reproduce", argv)
     if isinstance(fv, int):
         return fv
-    from rlft.config import ConfigError  # noqa: PLC0415
     from rlft.experiments.pipeline.run import run_reproduce  # noqa: PLC0415
     from rlft.parallel.distributed import maybe_initialize_distributed  # noqa: PLC0415
 

@@ -5,14 +5,16 @@ choices, so a typo never silently falls back to a default.
 """
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any
 
 from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig, model_config
-from rlft.objectives import OBJECTIVES
-from rlft.train.state import OptimConfig
+from rlft.objectives import ALIASES, OBJECTIVES, objective_name
+from rlft.rollout.ppo import RolloutConfig
 
 TOP_LEVEL = (
     "objective",
@@ -30,8 +32,20 @@ TOP_LEVEL = (
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
 
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the field and the fix."""
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with global-norm clipping and a warm-up + decay schedule (rlft.train.state)."""
+
+    learning_rate: float = 3e-4
+    schedule: str = "cosine"  # constant | linear | cosine (decay to end_lr_frac over the run)
+    warmup_steps: int = 0
+    end_lr_frac: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    accum_steps: int = 1  # micro-batches per update (batch_size must divide evenly)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,24 +62,8 @@ class InitConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RolloutConfig:
-    """PPO rollouts (the public TL;DR PPO recipe's defaults, see PAPER.md section 4)."""
-
-    response_len: int = 53  # new tokens sampled per prompt
-    top_p: float = 1.0
-    kl_coef: float = 0.05  # beta of the per-token KL penalty folded into the reward
-    kl_estimator: str = "k1"  # k1 | k3
-    no_eos_penalty: float = -1.0  # score given to responses that never emit EOS
-    gamma: float = 1.0
-    lam: float = 0.95
-    whiten_rewards: bool = False
-    ppo_epochs: int = 4
-    num_minibatches: int = 1  # per epoch; the rollout batch is batch_size prompts
-
-
-@dataclasses.dataclass(frozen=True)
 class RunConfig:
-    objective: str
+    objective: str  # a key of rlft.objectives.OBJECTIVES (an alias in the config resolved)
     seed: int
     total_steps: int
     batch_size: int
@@ -82,7 +80,7 @@ class RunConfig:
     raw: dict = dataclasses.field(default_factory=dict, compare=False)
 
 
-def _as_dict(section: Any, path: str) -> dict:
+def as_dict(section: Any, path: str) -> dict:
     if hasattr(section, "to_dict"):
         return section.to_dict()
     if isinstance(section, dict):
@@ -92,7 +90,7 @@ def _as_dict(section: Any, path: str) -> dict:
 
 def to_dataclass(cls, section: Any, path: str):
     """Build `cls` from a section; unknown keys raise naming `config.<path>.<key>`."""
-    values = _as_dict(section, path)
+    values = as_dict(section, path)
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - valid)
     if unknown:
@@ -106,8 +104,8 @@ def to_dataclass(cls, section: Any, path: str):
         raise ConfigError(f"config.{path}: {e}") from e
 
 
-def _model(section: Any, path: str) -> ModelConfig:
-    values = _as_dict(section, path)
+def model_section(section: Any, path: str) -> ModelConfig:
+    values = as_dict(section, path)
     preset = values.pop("preset", None)
     if preset is None:
         raise ConfigError(
@@ -121,7 +119,7 @@ def _model(section: Any, path: str) -> ModelConfig:
 
 def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig:
     """`data.source` (default "synthetic") picks the dataclass the other keys fill."""
-    values = _as_dict(section, path)
+    values = as_dict(section, path)
     source = values.pop("source", "synthetic")
     if source not in DATA_SOURCES:
         raise ConfigError(f"config.{path}.source={source!r}; choose one of {list(DATA_SOURCES)}")
@@ -130,16 +128,20 @@ def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig:
 
 def parse_config(config: Any) -> RunConfig:
     """Validate and convert a whole run config."""
-    raw = _as_dict(config, "")
-    objective = raw.get("objective")
+    raw = as_dict(config, "")
+    # The hyperparameter section is named as the objective is written (`mle` reads `mle`).
+    written = raw.get("objective")
+    objective = objective_name(written) if isinstance(written, str) else written
     if objective not in OBJECTIVES:
-        raise ConfigError(f"config.objective={objective!r}; choose one of {sorted(OBJECTIVES)}")
-    allowed = set(TOP_LEVEL) | {objective, "data"} | set(EXTRA_SECTIONS.get(objective, ()))
+        raise ConfigError(
+            f"config.objective={written!r}; choose one of {sorted(OBJECTIVES)} (aliases: {ALIASES})"
+        )
+    allowed = set(TOP_LEVEL) | {written, "data"} | set(EXTRA_SECTIONS.get(objective, ()))
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(
             f"unknown or unused top-level key(s) {unknown} for objective "
-            f"{objective!r}; allowed: {sorted(allowed)}"
+            f"{written!r}; allowed: {sorted(allowed)}"
         )
     missing = sorted(set(TOP_LEVEL) - set(raw))
     if missing:
@@ -155,16 +157,18 @@ def parse_config(config: Any) -> RunConfig:
         batch_size=raw["batch_size"],
         checkpoint_every=raw["checkpoint_every"],
         log_every=raw["log_every"],
-        model=_model(raw["model"], "model"),
+        model=model_section(raw["model"], "model"),
         optim=to_dataclass(OptimConfig, raw["optim"], "optim"),
         mesh=to_dataclass(MeshConfig, raw["mesh"], "mesh"),
         data=_data(raw["data"], "data") if "data" in raw else None,
         init=to_dataclass(InitConfig, raw["init"], "init"),
-        hparams=to_dataclass(hparams_cls, raw.get(objective, {}), objective),
+        hparams=to_dataclass(hparams_cls, raw.get(written, {}), written),
         rollout=(
             to_dataclass(RolloutConfig, raw["rollout"], "rollout") if "rollout" in raw else None
         ),
-        reward_model=_model(raw["reward_model"], "reward_model") if "reward_model" in raw else None,
+        reward_model=model_section(raw["reward_model"], "reward_model")
+        if "reward_model" in raw
+        else None,
         raw=raw,
     )
     if isinstance(run.data, SyntheticConfig) and run.data.vocab_size > run.model.vocab_size:
@@ -183,14 +187,9 @@ def parse_config(config: Any) -> RunConfig:
 
 def load_config(path: str, variant: str | None = None):
     """`get_config(variant)` of a config file, as `--config=path:variant` would load it."""
-    import importlib.util  # noqa: PLC0415
-
     if not os.path.exists(path):
         raise ConfigError(f"config file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"rlft_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(variant)
-
-
-REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

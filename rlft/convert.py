@@ -3,14 +3,8 @@
     rlft convert --from-hf HF_DIR --out RLFT_DIR     # config.json + *.safetensors -> rlft
     rlft convert --to-hf RLFT_DIR --out HF_DIR       # rlft -> config.json + model.safetensors
 
-An rlft params directory holds:
-
-    rlft_config.json   {"format": "rlft-params/1", "kind": "lm", "model": ModelConfig fields,
-                        "hf_config": token ids kept from the source config.json}
-    params/            orbax StandardCheckpointer tree of LanguageModel params (float32)
-    tokenizer.json ... tokenizer files copied from the source, when it has them
-
-`load_pretrained(path)` reads either kind of directory, for notebooks and configs.
+The command only: the directory layouts and their readers and writers (`load_pretrained`,
+`save_params_dir`, `load_params_dir`) are the model layer's, rlft.models.params_io.
 """
 
 import argparse
@@ -20,18 +14,20 @@ import shutil
 import sys
 from typing import Any
 
+import jax
 import numpy as np
 
 from rlft.models.config import ModelConfig
-from rlft.models.hf import (
-    CONFIG_FILE,
-    RLFT_CONFIG_FILE,
-    load_hf_checkpoint,
-    save_hf_checkpoint,
+from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE, load_hf_checkpoint, save_hf_checkpoint
+from rlft.models.params_io import (
+    abstract_params,
+    load_params,
+    load_params_dir,
+    read_meta,
+    save_params_dir,
 )
+from rlft.parallel import make_mesh
 
-FORMAT = "rlft-params/1"
-PARAMS_DIR = "params"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -41,66 +37,6 @@ TOKENIZER_FILES = (
 )
 # config.json fields that do not change the model function but that an export should keep.
 HF_KEPT_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")
-
-
-def _abstract_params(cfg: ModelConfig):
-    """ShapeDtypeStructs of LanguageModel params; without shardings orbax restores numpy."""
-    import flax.linen as nn
-    import jax
-
-    from rlft.models import init_params
-
-    return jax.eval_shape(lambda: nn.unbox(init_params("lm", cfg, jax.random.key(0))))
-
-
-def save_params_dir(path: str, cfg: ModelConfig, params, hf_config: dict[str, Any] | None = None):
-    """Write an rlft params directory (layout in the module docstring)."""
-    import orbax.checkpoint as ocp
-
-    path = os.path.abspath(path)
-    os.makedirs(path, exist_ok=True)
-    meta = {"format": FORMAT, "kind": "lm", "model": cfg.to_dict(), "hf_config": hf_config or {}}
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(path, PARAMS_DIR), params)
-        ckptr.wait_until_finished()
-    with open(os.path.join(path, RLFT_CONFIG_FILE), "w") as f:
-        json.dump(meta, f, indent=2)
-
-
-def load_params_dir(path: str) -> tuple[ModelConfig, Any, dict[str, Any]]:
-    """(cfg, numpy params, kept HF config fields) of an rlft params directory."""
-    import orbax.checkpoint as ocp
-
-    path = os.path.abspath(path)
-    with open(os.path.join(path, RLFT_CONFIG_FILE)) as f:
-        meta = json.load(f)
-    if meta.get("format") != FORMAT or meta.get("kind") != "lm":
-        raise ValueError(
-            f"{path}/{RLFT_CONFIG_FILE}: format {meta.get('format')!r}, kind "
-            f"{meta.get('kind')!r}; expected {FORMAT!r}, 'lm' (written by "
-            f"`rlft convert --from-hf`)"
-        )
-    cfg = ModelConfig(**meta["model"])
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(os.path.join(path, PARAMS_DIR), _abstract_params(cfg))
-    return cfg, params, meta.get("hf_config", {})
-
-
-def load_pretrained(path: str) -> tuple[ModelConfig, Any]:
-    """(cfg, float32 numpy params) from an HF GPT-NeoX directory or an rlft params directory.
-
-    Place them on devices with `jax.device_put(params, shardings)`.
-    """
-    if os.path.isfile(os.path.join(path, RLFT_CONFIG_FILE)):
-        cfg, params, _ = load_params_dir(path)
-        return cfg, params
-    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
-        return load_hf_checkpoint(path)
-    raise FileNotFoundError(
-        f"{path} is neither an rlft params directory ({RLFT_CONFIG_FILE} + "
-        f"{PARAMS_DIR}/) nor an HF checkpoint ({CONFIG_FILE} + "
-        f"model.safetensors)"
-    )
 
 
 def _copy_tokenizer(src: str, dst: str) -> list[str]:
@@ -123,11 +59,6 @@ def from_hf(src: str, out: str) -> ModelConfig:
 
 def _load_workdir_policy(workdir: str) -> tuple[ModelConfig, Any]:
     """The policy of an `rlft train` workdir's latest checkpoint, as numpy arrays."""
-    import jax  # noqa: PLC0415
-
-    from rlft.parallel import make_mesh  # noqa: PLC0415
-    from rlft.train.checkpoint import load_params, read_meta  # noqa: PLC0415
-
     _, meta = read_meta(workdir)
     if "policy" not in meta.get("models", {}):
         raise ValueError(
@@ -158,9 +89,7 @@ def to_hf(src: str, out: str, dtype: str = "float32") -> ModelConfig:
 
 
 def _num_params(cfg: ModelConfig) -> int:
-    import jax
-
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(_abstract_params(cfg)))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params("lm", cfg)))
 
 
 def main(argv: list[str]) -> int:

@@ -6,7 +6,7 @@ import ml_collections
 def base_config(objective: str, tiny: bool) -> ml_collections.ConfigDict:
     """A complete config for `objective`; `tiny` sizes it for a CPU smoke run."""
     c = ml_collections.ConfigDict()
-    c.objective = objective  # mle | reward | dpo | ppo (rlft.objectives.OBJECTIVES)
+    c.objective = objective  # sft (alias mle) | reward | dpo | ppo (rlft.objectives.OBJECTIVES)
     c.seed = 0  # init, data order and sampling
     c.total_steps = 200 if tiny else 2000  # loop steps (PPO: rollout iterations)
     c.batch_size = 32 if tiny else 64  # rows per step (pairs for reward/DPO, prompts for PPO)

@@ -1,5 +1,5 @@
 """`rlft train` end to end: every tiny config trains through the CLI, chained, and learns; the
-other reward-model classes (`reward.pooling`) train, score and drive PPO on the same chain."""
+other reward-model classes (`reward.model_class`) train, score and drive PPO on the same chain."""
 
 import math
 import os
@@ -7,14 +7,14 @@ import os
 import pytest
 
 from rlft.cli import main
-from rlft.config import REPO_CONFIGS, load_config, parse_config
+from rlft.config import load_config, parse_config
 from rlft.data.sources import bundle_from_config
-from rlft.experiments.policy_ops import rm_scores
+from rlft.errors import CheckpointError
+from rlft.models.params_io import load_params, read_meta
 from rlft.parallel import make_mesh
-from rlft.train.checkpoint import CheckpointError, load_params
+from rlft.rollout.scoring import NORMALIZE_ROWS, load_reward_model, rm_scores
 from rlft.train.metrics import read_metrics
-from rlft.train.ppo_stage import load_reward_model
-from rlft.train.stages import NORMALIZE_ROWS
+from tests.helpers import REPO_CONFIGS
 
 
 def _cfg(name: str) -> str:
@@ -81,7 +81,7 @@ def rm_classes(runs, tmp_path_factory):
     for pooling in ("sum", "bilinear"):
         argv = [_cfg("reward"), f"--config.init.policy={runs['sft']}", "--config.total_steps=16"]
         argv += [
-            f"--config.reward.pooling={pooling}",
+            f"--config.reward.model_class={pooling}",
             f"--config.optim.learning_rate={LR[pooling]}",
         ]
         assert main(["train", *argv, f"--workdir={wd[pooling]}", "--noprogress"]) == 0, pooling
@@ -107,8 +107,15 @@ def test_reward_classes_train_and_score(runs, rm_classes, pooling):
     assert read_as == pooling
     sft = bundle_from_config(run.data, progress=False).sft
     reference = {k: v[:NORMALIZE_ROWS] for k, v in sft.items()}
-    scores = rm_scores(run.model, params, reference, make_mesh(), pooling=pooling)
+    scores = rm_scores(run.model, params, reference, make_mesh(), model_class=pooling)
     assert abs(float(scores.mean())) < 1e-4 and scores.std() > 0.01
+
+
+@pytest.mark.parametrize("model_class", ["sum", "bilinear"])
+def test_reward_checkpoint_records_its_class(rm_classes, model_class):
+    """The class is resolved once, at training, into the meta that PPO and the scorers read."""
+    _, meta = read_meta(rm_classes[model_class])
+    assert meta["models"]["reward"]["model_class"] == model_class
 
 
 def test_tiny_ppo_runs_on_a_bilinear_reward_model(rm_classes):

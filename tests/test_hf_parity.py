@@ -31,6 +31,7 @@ from rlft.models.hf import (  # noqa: E402
     read_state_dict,
     save_hf_checkpoint,
 )
+from rlft.models.params_io import load_pretrained  # noqa: E402
 
 TOL = 1e-4
 VOCAB, D_FF, B, P, NEW = 97, 53, 3, 11, 10
@@ -305,7 +306,7 @@ def test_missing_weights_error(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"{tmp_path}.*model\.safetensors"):
         load_hf_checkpoint(str(tmp_path))
     with pytest.raises(FileNotFoundError, match="neither an rlft params directory"):
-        convert.load_pretrained(str(tmp_path / "nowhere"))
+        load_pretrained(str(tmp_path / "nowhere"))
 
 
 def _train_tokenizer(path, vocab_size: int) -> int:
@@ -346,8 +347,8 @@ def test_convert_cli_round_trip(tmp_path, capsys):
     _train_tokenizer(hf_dir, vocab_size=280)
     assert convert.main(["--from-hf", hf_dir, "--out", rl_dir]) == 0
     assert convert.main(["--to-hf", rl_dir, "--out", back_dir]) == 0
-    cfg, params = convert.load_pretrained(hf_dir)
-    cfg_rl, params_rl = convert.load_pretrained(rl_dir)
+    cfg, params = load_pretrained(hf_dir)
+    cfg_rl, params_rl = load_pretrained(rl_dir)
     assert cfg_rl == cfg
     jax.tree.map(np.testing.assert_array_equal, params_rl, params)
     orig, back = read_state_dict(hf_dir), read_state_dict(back_dir)

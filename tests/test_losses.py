@@ -10,7 +10,8 @@ import pytest
 
 from rlft import models
 from rlft.models import init_params, model_config
-from rlft.objectives import OBJECTIVES, Models, dpo, mle, ppo, reward
+from rlft.objectives import OBJECTIVES, Models, dpo, ppo, reward, sft
+from rlft.objectives.logprobs import sequence_logprobs
 
 SIMPLE = dict(rtol=1e-5, atol=1e-5)
 COMPOSITE = dict(rtol=1e-4, atol=1e-4)
@@ -118,7 +119,7 @@ def np_ppo_terms(logp, old_logp, adv, v, old_v, ret, ent, mask, hp):
 
 
 def test_registry():
-    assert set(OBJECTIVES) == {"mle", "reward", "dpo", "ppo"}
+    assert set(OBJECTIVES) == {"sft", "reward", "dpo", "ppo"}
     assert OBJECTIVES["ppo"][2] == ("policy", "critic")
     assert OBJECTIVES["reward"][2] == ("reward",)
     for fn, hp_cls, _ in OBJECTIVES.values():
@@ -134,11 +135,11 @@ def test_mle_hand():
     # Position 1 predicts token 2 with p = [3/5, 1/5, 1/5] (argmax 0: a miss), nll = ln 5.
     logits = jnp.log(jnp.array([[[1.0, 2.0, 1.0], [3.0, 1.0, 1.0], [1.0, 1.0, 1.0]]]))
     tokens = jnp.array([[0, 1, 2]])
-    nll, hit = mle.nll_and_accuracy(logits, tokens)
+    nll, hit = sft.nll_and_accuracy(logits, tokens)
     np.testing.assert_allclose(nll, [[0.0, math.log(2), math.log(5)]], **SIMPLE)
     np.testing.assert_array_equal(hit, [[False, True, False]])
     # Temperature 2 takes square roots: p = sqrt2 / (2 + sqrt2), 1 / (sqrt3 + 2).
-    nll, _ = mle.nll_and_accuracy(logits, tokens, temperature=2.0)
+    nll, _ = sft.nll_and_accuracy(logits, tokens, temperature=2.0)
     np.testing.assert_allclose(
         nll, [[0.0, math.log(1 + math.sqrt(2)), math.log(2 + math.sqrt(3))]], **SIMPLE
     )
@@ -151,7 +152,7 @@ def test_mle_masked_logits_get_no_gradient():
     loss_mask = jnp.array([[0, 0, 1, 1, 0], [0, 1, 1, 1, 1]], bool)
 
     def f(x):
-        return jnp.sum(jnp.where(loss_mask, mle.nll_and_accuracy(x, tokens)[0], 0.0))
+        return jnp.sum(jnp.where(loss_mask, sft.nll_and_accuracy(x, tokens)[0], 0.0))
 
     grad_norm_BxT = np.abs(np.asarray(jax.grad(f)(logits))).sum(-1)
     predicts_target = np.pad(np.asarray(loss_mask)[:, 1:], ((0, 0), (0, 1)))  # logits t -> t+1
@@ -162,7 +163,7 @@ def test_mle_masked_logits_get_no_gradient():
 def test_mle_loss_fn_vs_numpy(lm_params):
     tokens, mask, loss_mask = make_rows(np.random.default_rng(1), [3, 1, 2], [2, 4, 1])
     batch = dict(tokens=tokens, mask=mask, loss_mask=loss_mask)
-    out = jit_loss(mle.loss_fn)({"policy": lm_params}, batch, Models(policy=CFG), mle.MleHparams())
+    out = jit_loss(sft.loss_fn)({"policy": lm_params}, batch, Models(policy=CFG), sft.SftHparams())
     logits = np.asarray(lm_logits(CFG, lm_params, tokens, mask), np.float64)
     logp = np_token_logprobs(logits, tokens)
     rows, cols = np.nonzero(loss_mask)
@@ -222,7 +223,7 @@ def test_reward_mean_pooling_vs_numpy(scalar_params):
 
     rc, rr = rewards("chosen"), rewards("rejected")
     np.testing.assert_allclose(out.loss_sum, np.sum(-np_log_sigmoid(rc - rr)), **COMPOSITE)
-    with pytest.raises(ValueError, match="reward.pooling"):
+    with pytest.raises(ValueError, match="reward.model_class"):
         reward.RewardHparams("max")
 
 
@@ -301,7 +302,7 @@ def test_dpo_loss_fn_properties(lm_params):
     # sequence_logprobs is the reference pass: policy == reference gives log 2 per pair.
     for side in ("chosen", "rejected"):
         rows = [batch[f"{side}_{k}"] for k in ("tokens", "mask", "loss_mask")]
-        batch[f"ref_{side}_logp"] = dpo.sequence_logprobs(CFG, lm_params, *rows, 0.7)
+        batch[f"ref_{side}_logp"] = sequence_logprobs(CFG, lm_params, *rows, 0.7)
     out = jit_loss(dpo.loss_fn)(params, batch, models, hp)
     np.testing.assert_allclose(out.loss_sum, 3 * math.log(2), **SIMPLE)
     np.testing.assert_allclose(out.metrics["margin"], 0.0, **SIMPLE)

@@ -1,7 +1,7 @@
 """Two processes x 4 CPU devices = one 8-device mesh: the multi-controller path of a TPU pod.
 
 Each worker (this file run as `python -m tests.test_multihost --worker ...`) joins a loopback
-coordinator over gloo, builds the global data x fsdp = 4 x 2 mesh, takes two sharded mle steps
+coordinator over gloo, builds the global data x fsdp = 4 x 2 mesh, takes two sharded sft steps
 and samples from the trained policy, and writes what it sees (gathered across processes) to an
 .npz. The parent checks both workers against the same program in one process on 8 fake devices
 and on 1 device.
@@ -23,17 +23,18 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlft.cli import main as rlft_main
-from rlft.config import REPO_CONFIGS, load_config
+from rlft.config import load_config
 from rlft.data.synthetic import EOS, PAD, SyntheticConfig, make_datasets
 from rlft.models import model_config
 from rlft.objectives.base import Models
-from rlft.objectives.mle import MleHparams
+from rlft.objectives.sft import SftHparams
 from rlft.parallel import batch_sharding, distributed, make_mesh, shard_batch
 from rlft.rollout.sampler import generate
 from rlft.train import loop
 from rlft.train.metrics import read_metrics
 from rlft.train.state import init_state
 from rlft.train.step import StepSpec, train_step
+from tests.helpers import REPO_CONFIGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_PROCESSES, LOCAL_DEVICES, MESH = 2, 4, (4, 2)  # (data, fsdp) over 2 x 4 devices
@@ -45,7 +46,7 @@ STEPS, ROWS, PROMPTS, NEW_TOKENS, SAMPLES = 2, 16, 8, 6, 2
 
 
 def compute(mesh) -> dict[str, np.ndarray]:
-    """Two mle steps, then greedy and sampled generation; every result gathered to the host.
+    """Two sft steps, then greedy and sampled generation; every result gathered to the host.
 
     Runs unchanged in one process and in each process of a multi-process job: batches are full
     host arrays placed with `shard_batch`, results come back through `process_allgather`.
@@ -54,7 +55,7 @@ def compute(mesh) -> dict[str, np.ndarray]:
     data = make_datasets(SyntheticConfig(**DATA_KW))
     # Plain SGD, as in test_train: Adam would amplify float noise in near-zero gradients.
     tx = optax.sgd(0.5)
-    spec = StepSpec("mle", Models(policy=cfg), MleHparams(), tx, optax.constant_schedule(0.5))
+    spec = StepSpec("sft", Models(policy=cfg), SftHparams(), tx, optax.constant_schedule(0.5))
     state, shardings = init_state({"policy": ("lm", cfg)}, tx, seed=3, mesh=mesh)
     step = jax.jit(  # placed as rlft.train.loop places it
         functools.partial(train_step, spec=spec),
@@ -90,6 +91,22 @@ def compute(mesh) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def initialize_cpu_multiprocess(
+    coordinator: str, num_processes: int, process_id: int, local_devices: int
+) -> None:
+    """One of `num_processes` CPU processes with `local_devices` fake devices each.
+
+    The same multi-controller path as a TPU pod slice: cross-process collectives go over gloo.
+    Must run before the JAX backend starts.
+    """
+    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_num_cpu_devices", local_devices)
+    jax.distributed.initialize(
+        coordinator, num_processes=num_processes, process_id=process_id, initialization_timeout=120
+    )
+
+
 def _worker(argv: list[str]) -> int:
     """`compute` after `initialize_cpu_multiprocess`, or (--train) `rlft train` after
     `maybe_initialize_distributed` reads RLFT_COORDINATOR/... as on a cluster."""
@@ -103,9 +120,7 @@ def _worker(argv: list[str]) -> int:
     if args.train is not None:
         assert distributed.maybe_initialize_distributed()
         return rlft_main(["train", *args.train])
-    distributed.initialize_cpu_multiprocess(
-        args.coordinator, NUM_PROCESSES, args.process_id, LOCAL_DEVICES
-    )
+    initialize_cpu_multiprocess(args.coordinator, NUM_PROCESSES, args.process_id, LOCAL_DEVICES)
     jax.config.update("jax_default_matmul_precision", "highest")  # as tests/conftest.py
     results = compute(make_mesh(*MESH))
     topology = [jax.process_count(), jax.process_index(), jax.device_count()]

@@ -7,12 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, load_config
+from rlft.config import load_config
 from rlft.convert import to_hf
+from rlft.errors import CheckpointError
 from rlft.models import init_params, model_config
 from rlft.models.hf import load_hf_checkpoint, save_hf_checkpoint
 from rlft.train import loop
-from rlft.train.checkpoint import CheckpointError
+from tests.helpers import REPO_CONFIGS
 
 SFT = os.path.join(REPO_CONFIGS, "sft.py")
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, load_config, parse_config
+from rlft.config import load_config, parse_config
 from rlft.experiments import arms, diagnostics, policy_ops
 from rlft.experiments.report.judge import NOT_RUN
 from rlft.experiments.reproduce import run_reproduce
@@ -18,6 +18,7 @@ from rlft.experiments.spec import ARMS, ParallelSpec, parse_reproduce
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
 from rlft.tasks import make_prompt_arrays, make_task
+from tests.helpers import REPO_CONFIGS
 
 REPRODUCE = os.path.join(REPO_CONFIGS, "reproduce.py")
 

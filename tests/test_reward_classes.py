@@ -1,4 +1,4 @@
-"""Reward-model classes (`reward.pooling`): last, mean, sum and bilinear against plain numpy,
+"""Reward-model classes (`reward.model_class`): last, mean, sum and bilinear against plain numpy,
 the bilinear table learns a hidden prompt x response table, and oversized vocabularies fail."""
 
 import flax.linen as nn
@@ -9,11 +9,11 @@ import optax
 import pytest
 
 from rlft import models
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 from rlft.models import init_params, model_config
 from rlft.objectives import Models, reward
 from rlft.parallel import make_mesh
-from rlft.train.stages import normalize_reward_model
+from rlft.rollout.scoring import normalize_reward_model
 
 SIMPLE = dict(rtol=1e-5, atol=1e-5)
 COMPOSITE = dict(rtol=1e-4, atol=1e-4)
@@ -98,7 +98,7 @@ def test_bilinear_vs_numpy(bilinear_params):
     np.testing.assert_allclose(got, np_bilinear(bilinear_params, tokens, mask, loss_mask), **SIMPLE)
 
 
-@pytest.mark.parametrize("pooling", reward.POOLINGS)
+@pytest.mark.parametrize("pooling", reward.MODEL_CLASSES)
 def test_normalisation_centres_every_class(scalar_params, bilinear_params, pooling):
     """After folding the offset into scalar_head/bias, the reference mean reward is 0 exactly
     (rows of different response lengths: a per-token offset would miss for `sum`)."""
@@ -173,13 +173,13 @@ def np_bilinear_table(table, tokens, mask, loss_mask):
 def test_bilinear_refuses_a_large_vocabulary():
     big = model_config("tiny", vocab_size=4097)
     with pytest.raises(
-        ValueError, match=r"reward.pooling=bilinear.*V x V table.*last, mean or sum"
+        ValueError, match=r"reward.model_class=bilinear.*V x V table.*last, mean or sum"
     ):
         init_params("bilinear", big, jax.random.key(0))
     from rlft.experiments.spec import _check_reward_class  # noqa: PLC0415
 
-    with pytest.raises(ConfigError, match=r"config.reward.pooling=bilinear.*vocab_size=4097"):
+    with pytest.raises(ConfigError, match=r"config.reward.model_class=bilinear.*vocab_size=4097"):
         _check_reward_class("bilinear", big)
     _check_reward_class("bilinear", model_config("tiny", vocab_size=4096))
-    with pytest.raises(ConfigError, match="reward.pooling"):
+    with pytest.raises(ConfigError, match="reward.model_class"):
         _check_reward_class("max", big)

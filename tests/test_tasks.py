@@ -23,7 +23,7 @@ from rlft.tasks import (
     make_sft_arrays,
     make_task,
     pairs_from_samples,
-    rouge_l,
+    rouge_l_prf,
     sigmoid,
     soft_optimal,
     split_sequences,
@@ -148,10 +148,12 @@ def test_lcs_hand_cases():
 
 def test_rouge_l_hand_cases():
     # LCS([1,2,3], [1,3,4,5]) = 2: P = 2/3, R = 1/2, F = (2/3) / (7/6) = 4/7.
-    np.testing.assert_allclose(rouge_l([1, 2, 3], [1, 3, 4, 5]), [2 / 3, 1 / 2, 4 / 7], **SIMPLE)
-    assert rouge_l([], [1, 2]) == (0.0, 0.0, 0.0)
-    assert rouge_l([7, 8], [1, 2]) == (0.0, 0.0, 0.0)
-    assert rouge_l([1, 2], [1, 2])[2] == pytest.approx(1.0)
+    np.testing.assert_allclose(
+        rouge_l_prf([1, 2, 3], [1, 3, 4, 5]), [2 / 3, 1 / 2, 4 / 7], **SIMPLE
+    )
+    assert rouge_l_prf([], [1, 2]) == (0.0, 0.0, 0.0)
+    assert rouge_l_prf([7, 8], [1, 2]) == (0.0, 0.0, 0.0)
+    assert rouge_l_prf([1, 2], [1, 2])[2] == pytest.approx(1.0)
 
 
 def hand_rouge() -> RougeTask:

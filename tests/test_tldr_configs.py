@@ -11,9 +11,11 @@ import os
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, ConfigError, load_config, parse_config
+from rlft.config import load_config, parse_config
 from rlft.data.sources import TldrDataConfig, bundle_from_config
 from rlft.data.synthetic import SyntheticConfig
+from rlft.errors import ConfigError
+from tests.helpers import REPO_CONFIGS
 
 CONFIG = os.path.join(REPO_CONFIGS, "tldr_pythia.py")
 STAGES = ("sft", "reward", "dpo", "ppo")
@@ -38,7 +40,7 @@ def data_extra():
 def test_full_size_variants_have_the_paper_settings(size, stage):
     run = parse_config(load_config(CONFIG, f"{size}:{stage}"))
     objective, lr, batch, rows = {
-        "sft": ("mle", 3e-6, 64, 116_722),
+        "sft": ("sft", 3e-6, 64, 116_722),
         "reward": ("reward", 3e-6, 128, 92_858),
         "dpo": ("dpo", 3e-7, 128, 92_858),
         "ppo": ("ppo", 3e-6, 64, 116_722),
@@ -64,7 +66,7 @@ def test_full_size_variants_have_the_paper_settings(size, stage):
     expected_policy = f"checkpoints/pythia-{size}-deduped" if stage == "sft" else sft_dir
     assert run.init.policy == expected_policy and run.init.reference == ""
     if stage == "reward":
-        assert run.hparams.pooling == "last" and set(d.parts) == {"pairs", "sft"}
+        assert run.hparams.model_class == "last" and set(d.parts) == {"pairs", "sft"}
     if stage == "dpo":
         h = run.hparams
         assert (h.beta, h.temperature, h.loss_type, h.reference_free) == (

@@ -9,11 +9,12 @@ import os
 import numpy as np
 import pytest
 
-from rlft.config import REPO_CONFIGS, load_config
+from rlft.config import load_config
 from rlft.data.arrays import pack_sequences
 from rlft.experiments.spec import ARMS, parse_reproduce
 from rlft.tasks import TldrTask, TldrTaskConfig, make_prompt_arrays, make_sft_arrays, make_task
 from rlft.tasks.tldr import TldrData, draw
+from tests.helpers import REPO_CONFIGS
 
 CONFIG = os.path.join(REPO_CONFIGS, "tldr_pythia.py")
 WORDS = ["<eos>", "the", "cat", "sat", "on", "mat", "dog", "ran", "TL;DR:", "x"]  # ids 0..9

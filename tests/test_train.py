@@ -10,17 +10,22 @@ import numpy as np
 import optax
 import pytest
 
-from rlft.config import REPO_CONFIGS, ConfigError, load_config, parse_config
+from rlft.config import OptimConfig, load_config, parse_config
+from rlft.data.bundle import DataBundle
+from rlft.data.sources import bundle_from_config
 from rlft.data.synthetic import SyntheticConfig, make_datasets
+from rlft.errors import BatchError, CheckpointError, ConfigError, NonFiniteLossError
 from rlft.models import model_config
-from rlft.objectives import OBJECTIVES
+from rlft.models.params_io import checkpoint_dir, load_params
+from rlft.objectives import BATCH_KEYS, OBJECTIVES, check_batch
 from rlft.objectives.base import Models
+from rlft.objectives.sft import SftHparams
 from rlft.parallel import make_mesh, shard_batch
 from rlft.train import checkpoint, loop
-from rlft.train.checkpoint import CheckpointError
 from rlft.train.metrics import read_metrics
-from rlft.train.state import OptimConfig, init_state, make_optimizer
+from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
+from tests.helpers import REPO_CONFIGS
 
 SFT, DPO = (os.path.join(REPO_CONFIGS, f"{n}.py") for n in ("sft", "dpo"))
 # Prime-ish sizes so axis mix-ups fail: vocab 67, width 40 over 5 heads.
@@ -30,7 +35,7 @@ DATA = SyntheticConfig(vocab_size=67, num_examples=64, max_items=5)
 
 def _batch(objective: str, rows: int = 16) -> dict:
     data = make_datasets(DATA)
-    if objective == "mle":
+    if objective == "sft":
         return {k: v[:rows] for k, v in data["sft"].items()}
     batch = {k: v[:rows] for k, v in data["pairs"].items()}
     rng = np.random.default_rng(0)
@@ -62,7 +67,7 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("objective,data,fsdp", [("mle", 4, 2), ("reward", 2, 4), ("dpo", 8, 1)])
+@pytest.mark.parametrize("objective,data,fsdp", [("sft", 4, 2), ("reward", 2, 4), ("dpo", 8, 1)])
 def test_sharded_step_equals_single_device(objective, data, fsdp):
     single_params, single_metrics = _run_steps(objective, make_mesh(1, 1, jax.devices()[:1]))
     mesh = make_mesh(data, fsdp)
@@ -82,8 +87,8 @@ def test_fsdp_actually_shards_params():
 
 def test_gradient_accumulation_equals_one_big_batch():
     mesh = make_mesh(1, 1, jax.devices()[:1])
-    params_1, metrics_1 = _run_steps("mle", mesh, accum=1)
-    params_4, metrics_4 = _run_steps("mle", mesh, accum=4)
+    params_1, metrics_1 = _run_steps("sft", mesh, accum=1)
+    params_4, metrics_4 = _run_steps("sft", mesh, accum=4)
     _assert_close(params_1, params_4, 1e-5)
     for a, b in zip(metrics_1, metrics_4, strict=True):
         np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
@@ -148,7 +153,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     bad = _tiny_sft(
         **{"total_steps": 8, "checkpoint_every": 1, "optim.learning_rate": float("nan")}
     )
-    with pytest.raises(loop.NonFiniteLossError, match="Last good checkpoint: step 4"):
+    with pytest.raises(NonFiniteLossError, match="Last good checkpoint: step 4"):
         loop.train(bad, workdir, progress=False)
     steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
     assert steps[-1] == 4
@@ -191,8 +196,6 @@ def test_metrics_jsonl_and_tensorboard_written(tmp_path):
 
 
 def test_object_store_workdirs_keep_their_url():
-    from rlft.train.checkpoint import checkpoint_dir
-
     assert checkpoint_dir("gs://bucket/run/") == "gs://bucket/run/checkpoints"
     assert checkpoint_dir("runs/x").endswith(os.path.join("runs", "x", "checkpoints"))
 
@@ -209,7 +212,133 @@ def test_one_role_loads_from_a_two_role_checkpoint(tmp_path):
     checkpoint.save(manager, 1, state, meta)
     manager.wait_until_finished()
     for role, (kind, cfg) in roles.items():
-        loaded = checkpoint.load_params(str(tmp_path), role, kind, cfg, mesh)
+        loaded = load_params(str(tmp_path), role, kind, cfg, mesh)
         _assert_close(jax.device_get(state.params[role]), jax.device_get(loaded), 0.0)
     with pytest.raises(CheckpointError, match="critic"):  # the critic's config is checked
-        checkpoint.load_params(str(tmp_path), "critic", "scalar", MODEL, mesh)
+        load_params(str(tmp_path), "critic", "scalar", MODEL, mesh)
+
+
+def test_stop_at_keeps_the_schedule_of_the_whole_run(tmp_path):
+    """Train to step 4 of 8, then resume: the cosine schedule is the 8-step one throughout, and
+    the run equals the uninterrupted one."""
+    loop.train(_tiny_sft(), str(tmp_path / "full"), progress=False)
+    loop.train(_tiny_sft(), str(tmp_path / "seg"), progress=False, stop_at=4)
+    full, seg = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "seg")
+    assert [r["step"] for r in seg] == [1, 2, 3, 4]
+    assert seg[-1]["learning_rate"] == pytest.approx(full[3]["learning_rate"], rel=1e-6)
+    assert seg[-1]["learning_rate"] > 0.5 * full[0]["learning_rate"]  # not a 4-step cosine's end
+    loop.train(_tiny_sft(), str(tmp_path / "seg"), progress=False)
+    seg = read_metrics(tmp_path / "seg")
+    assert [r["step"] for r in seg] == list(range(1, 9))
+    for a, b in zip(full, seg, strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-7), (a, b)
+    with pytest.raises(ValueError, match="stop_at=9"):
+        loop.train(_tiny_sft(), str(tmp_path / "bad"), progress=False, stop_at=9)
+
+
+def _record_dispatch_and_fetch(monkeypatch, poison_step: int | None = None) -> list:
+    """Events ('dispatch', step) from the stage and ('fetch', k) for the k-th metrics read;
+    with `poison_step`, that step's state and loss become NaN (what a diverging step does)."""
+    events, real_build, real_get = [], loop.build_stage, jax.device_get
+
+    def build(run, mesh, workdir, data):
+        stage = real_build(run, mesh, workdir, data)
+        inner = stage.run_step
+
+        def run_step(step_fn, state, step):
+            events.append(("dispatch", step + 1))
+            state, metrics = inner(step_fn, state, step)
+            if step + 1 == poison_step:
+                state = state.replace(params=jax.tree.map(lambda x: x * np.nan, state.params))
+                metrics = {**metrics, "loss": metrics["loss"] * np.nan}
+            return state, metrics
+
+        stage.run_step = run_step
+        return stage
+
+    def device_get(x):
+        if isinstance(x, dict) and "grad_norm" in x:  # the driver reading a step's metrics
+            events.append(("fetch", sum(e[0] == "fetch" for e in events) + 1))
+        return real_get(x)
+
+    monkeypatch.setattr(loop, "build_stage", build)
+    monkeypatch.setattr(jax, "device_get", device_get)
+    return events
+
+
+def test_metrics_are_read_one_step_late_except_at_checkpoints(tmp_path, monkeypatch):
+    events = _record_dispatch_and_fetch(monkeypatch)
+    loop.train(_tiny_sft(), str(tmp_path), progress=False)  # 8 steps, checkpoints at 4 and 8
+    want = []
+    for step in range(1, 9):
+        want.append(("dispatch", step))
+        if step % 4 != 1:  # step - 1 is read while this step runs, unless read already
+            want.append(("fetch", step - 1))
+        if step % 4 == 0:  # a checkpoint step is read before it is saved
+            want.append(("fetch", step))
+    assert events == want
+    assert [r["step"] for r in read_metrics(tmp_path)] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("nan_step", [3, 4])  # read late (step 4 already running) / at a save
+def test_non_finite_step_is_never_checkpointed_when_read_late(tmp_path, monkeypatch, nan_step):
+    _record_dispatch_and_fetch(monkeypatch, poison_step=nan_step)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match=f"at step {nan_step} .*checkpoint: step 2"):
+        loop.train(_tiny_sft(checkpoint_every=2), workdir, progress=False)
+    steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    assert steps == [2]  # step 4's checkpoint would hold the NaN state
+    assert [r["step"] for r in read_metrics(workdir)] == list(range(1, nan_step))
+
+
+def test_objectives_declare_exactly_the_batch_keys_their_loss_reads():
+    """Trace each loss on a batch that records which keys are read: BATCH_KEYS is that set."""
+
+    class Recording(dict):
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+    rows, t = 4, 7
+    seq = {"tokens": np.zeros((rows, t), np.int32), "mask": np.ones((rows, t), bool)}
+    seq["loss_mask"] = np.ones((rows, t), bool)
+    arrays = {**seq, **{f"{s}_{k}": v for s in ("chosen", "rejected") for k, v in seq.items()}}
+    arrays |= {k: np.zeros(rows, np.float32) for k in ("ref_chosen_logp", "ref_rejected_logp")}
+    arrays |= {
+        k: np.zeros((rows, t), np.float32)
+        for k in ("old_logp", "old_values", "advantages", "returns")
+    }
+    mesh = make_mesh(1, 1, jax.devices()[:1])
+    kinds = {"policy": "lm", "reward": "scalar", "critic": "scalar"}
+    for name, (loss_fn, hp_cls, roles) in OBJECTIVES.items():
+        tx, _ = make_optimizer(OptimConfig(), 10)
+        state, _ = init_state({r: (kinds[r], MODEL) for r in roles}, tx, seed=0, mesh=mesh)
+        batch = Recording(arrays)
+        batch.read = set()
+        models = Models(**dict.fromkeys(roles, MODEL))
+        jax.eval_shape(lambda p: loss_fn(p, batch, models, hp_cls()), state.params)  # noqa: B023
+        assert batch.read == set(BATCH_KEYS[name]), name
+
+
+def test_a_batch_missing_a_key_names_it_and_the_objective(tmp_path):
+    with pytest.raises(BatchError, match=r"objective 'sft' reads batch key\(s\) \['loss_mask'\]"):
+        check_batch("sft", {"tokens": 0, "mask": 0})
+    c = _tiny_sft(total_steps=2)
+    sft = bundle_from_config(parse_config(c).data, progress=False).sft
+    no_loss_mask = {k: v for k, v in sft.items() if k != "loss_mask"}
+    data = DataBundle(eos_id=1, pad_id=0, vocab_size=64, sft=no_loss_mask)
+    with pytest.raises(BatchError, match=r"'sft' reads batch key\(s\) \['loss_mask'\]"):
+        loop.train(c, str(tmp_path), progress=False, data=data)
+
+
+def test_objective_mle_is_an_accepted_alias_of_sft():
+    c = load_config(SFT, "tiny").to_dict()
+    assert c["objective"] == "sft"
+    old = {**c, "objective": "mle", "mle": {"temperature": 2.0}}
+    del old["sft"]
+    run = parse_config(old)  # the section is named as the objective is written
+    assert run.objective == "sft" and run.hparams == SftHparams(temperature=2.0)
+    with pytest.raises(ConfigError, match=r"\['sft'\] for objective 'mle'"):
+        parse_config({**old, "sft": {"temperature": 1.0}})
+    with pytest.raises(ConfigError, match=r"'mel'.*aliases: \{'mle': 'sft'\}"):
+        parse_config({**c, "objective": "mel"})

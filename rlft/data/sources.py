@@ -25,7 +25,11 @@ from etils import epath
 
 from rlft.data.bundle import DataBundle
 from rlft.data.synthetic import SyntheticConfig, synthetic_bundle
+from rlft.data.tldr import fixtures
+from rlft.data.tldr import format as tldr_format
 from rlft.data.tldr.format import MAX_QUERY_LEN, PAIR_RESPONSE_LEN, SFT_RESPONSE_LEN
+from rlft.errors import ConfigError
+from rlft.models.hf import load_tokenizer
 
 log = logging.getLogger(__name__)
 PARTS = {"sft": "sft", "pairs": "comparisons"}  # bundle part -> TL;DR builder that feeds it
@@ -66,22 +70,13 @@ class TldrDataConfig:
 DATA_SOURCES = {"synthetic": SyntheticConfig, "tldr": TldrDataConfig}  # config.data.source
 
 
-def _config_error(message: str) -> Exception:
-    from rlft.config import ConfigError  # noqa: PLC0415  (rlft.config imports this module)
-
-    return ConfigError(message)
-
-
 def _tokenizer(cfg: TldrDataConfig):
     """(TextTokenizer, vocab size incl. [PAD], fingerprint of the tokenizer)."""
-    from rlft.data.tldr.format import TextTokenizer  # noqa: PLC0415
-    from rlft.models.hf import load_tokenizer  # noqa: PLC0415
-
     try:
         hf = load_tokenizer(cfg.tokenizer, vocab_size=NO_VOCAB_LIMIT)
-        tok = TextTokenizer.from_hf(hf)
+        tok = tldr_format.TextTokenizer.from_hf(hf)
     except (FileNotFoundError, ValueError) as e:
-        raise _config_error(f"config.data.tokenizer={cfg.tokenizer!r}: {e}") from e
+        raise ConfigError(f"config.data.tokenizer={cfg.tokenizer!r}: {e}") from e
     vocab_size = max(hf.get_vocab(with_added_tokens=True).values()) + 1
     fingerprint = hashlib.sha256(hf.to_str().encode()).hexdigest()
     return tok, vocab_size, fingerprint
@@ -89,10 +84,8 @@ def _tokenizer(cfg: TldrDataConfig):
 
 def _write_fixture(cfg: TldrDataConfig) -> None:
     """Smoke runs: the fixture files in manual_dir and a fixture-trained tokenizer."""
-    from rlft.data.tldr import fixtures  # noqa: PLC0415
-
     if not cfg.manual_dir:
-        raise _config_error("config.data.write_fixture=True needs config.data.manual_dir")
+        raise ConfigError("config.data.write_fixture=True needs config.data.manual_dir")
     if not os.path.isdir(os.path.join(cfg.manual_dir, "tldr_3_filtered")):
         fixtures.write_manual(cfg.manual_dir)
     tok_file = cfg.tokenizer
@@ -104,6 +97,7 @@ def _write_fixture(cfg: TldrDataConfig) -> None:
 
 def _prepared_builders(cfg: TldrDataConfig, names: tuple[str, ...]) -> dict:
     """TL;DR builders by name, prepared from manual_dir where data_dir lacks them."""
+    # tensorflow-datasets is the optional `data` extra: imported only when TL;DR is built.
     from rlft.data.tldr.builders import TldrComparisons, TldrSft, prepare_tldr  # noqa: PLC0415
 
     classes = {"sft": TldrSft, "comparisons": TldrComparisons}
@@ -113,12 +107,12 @@ def _prepared_builders(cfg: TldrDataConfig, names: tuple[str, ...]) -> dict:
         return builders
     where = f"config.data.data_dir={cfg.data_dir!r}"
     if not cfg.manual_dir:
-        raise _config_error(
+        raise ConfigError(
             f"{where} has no prepared TL;DR {list(missing)} datasets; set "
             f"config.data.manual_dir to the downloaded files (docs/tldr.md) to prepare them"
         )
     if jax.process_count() > 1:
-        raise _config_error(
+        raise ConfigError(
             f"{where} lacks {list(missing)}; prepare once before a multi-host run: python -c "
             f"\"from rlft.data.tldr import prepare_tldr; prepare_tldr('{cfg.manual_dir}', "
             f"'{cfg.data_dir}')\""
@@ -162,11 +156,9 @@ def _cached_arrays(path: epath.Path, build) -> dict[str, np.ndarray]:
 
 def _part_arrays(cfg: TldrDataConfig, part: str, builder, tok, key: dict, progress: bool):
     """One part's arrays (sft or pairs), from the cache or tokenised now."""
-    from rlft.data.tldr.format import pair_arrays, sft_arrays  # noqa: PLC0415
-
     split, response_len, fn = {
-        "sft": (cfg.sft_split, cfg.response_len, sft_arrays),
-        "pairs": (cfg.pairs_split, cfg.pair_response_len, pair_arrays),
+        "sft": (cfg.sft_split, cfg.response_len, tldr_format.sft_arrays),
+        "pairs": (cfg.pairs_split, cfg.pair_response_len, tldr_format.pair_arrays),
     }[part]
     split = _split_spec(split, cfg.max_rows)
     source = builder.as_data_source(split)
@@ -177,7 +169,7 @@ def _part_arrays(cfg: TldrDataConfig, part: str, builder, tok, key: dict, progre
     )
     if not len(next(iter(arrays.values()))):
         field = "pair_response_len" if part == "pairs" else "response_len"
-        raise _config_error(
+        raise ConfigError(
             f"TL;DR {part} ({split}) has no rows left: every response + EOS is longer than "
             f"config.data.{field}={response_len} tokens"
         )

@@ -61,22 +61,6 @@ def gold_reward(prompt: list[int], response: list[int]) -> float:
     return hits / len(ideal)
 
 
-def gold_reward_batch(prompt_tokens, prompt_mask, response_tokens, response_mask) -> np.ndarray:
-    """gold_reward over packed arrays (left-padded prompts, right-padded responses)."""
-    return np.array(
-        [
-            gold_reward(list(p[m]), list(r[rm]))
-            for p, m, r, rm in zip(
-                np.asarray(prompt_tokens),
-                np.asarray(prompt_mask, bool),
-                np.asarray(response_tokens),
-                np.asarray(response_mask, bool),
-                strict=True,
-            )
-        ]
-    )
-
-
 def make_datasets(cfg: SyntheticConfig) -> dict[str, dict[str, np.ndarray]]:
     """{'sft': sequences, 'pairs': preference pairs, 'prompts': prompts alone}."""
     if cfg.vocab_size <= FIRST_CONTENT + 1 or cfg.max_items < 2:

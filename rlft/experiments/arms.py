@@ -60,7 +60,9 @@ class Arm:
         """The held-out objective that picks this arm's checkpoint (None: SFT, no training)."""
         if self.kind == "sft":
             return None
-        return "heldout_dpo_loglik" if self.kind == "dpo" and not self.iterated else SELECTION_RULES[1]
+        return (
+            "heldout_dpo_loglik" if self.kind == "dpo" and not self.iterated else SELECTION_RULES[1]
+        )
 
 
 _ARMS = (

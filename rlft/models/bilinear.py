@@ -20,10 +20,10 @@ def check_vocab(cfg: ModelConfig) -> None:
     v = cfg.vocab_size
     if v > MAX_VOCAB:
         raise ValueError(
-            f"reward.pooling=bilinear keeps a V x V table over the vocabulary, and "
+            f"reward.model_class=bilinear keeps a V x V table over the vocabulary, and "
             f"model.vocab_size={v} would make it {v * v:.2e} parameters (the limit is V <= "
-            f"{MAX_VOCAB}, meant for the synthetic tasks); use reward.pooling=last, mean or sum "
-            f"(a scalar head on a transformer) for this model"
+            f"{MAX_VOCAB}, meant for the synthetic tasks); use reward.model_class=last, mean or "
+            f"sum (a scalar head on a transformer) for this model"
         )
 
 

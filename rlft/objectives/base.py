@@ -13,7 +13,7 @@ class Models:
     """Model configs by role; params arrive as a dict with the same keys."""
 
     policy: ModelConfig | None = None  # language model ("lm")
-    reward: ModelConfig | None = None  # reward model, read as reward.pooling says
+    reward: ModelConfig | None = None  # reward model, read as reward.model_class says
     critic: ModelConfig | None = None  # scalar model read at every position (PPO value)
 
 

@@ -15,11 +15,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from rlft.models import ModelConfig, lm_logits
 from rlft.objectives.base import LossOut, Models
-from rlft.objectives.logprobs import token_logprobs
+from rlft.objectives.logprobs import sequence_logprobs
 
 LOSS_TYPES = ("sigmoid", "ipo")
+# The pairs [B, T] (as the reward objective reads them) and the reference log-probs [B].
+BATCH_KEYS = (
+    *(f"{side}_{k}" for side in ("chosen", "rejected") for k in ("tokens", "mask", "loss_mask")),
+    "ref_chosen_logp",
+    "ref_rejected_logp",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,20 +49,6 @@ def _check(loss_type: str, label_smoothing: float) -> None:
             f"dpo.label_smoothing={label_smoothing} only applies to loss_type='sigmoid', "
             f"not {loss_type!r}; set it to 0."
         )
-
-
-def sequence_logprobs(
-    cfg: ModelConfig,
-    params,
-    tokens_BxT: jax.Array,
-    mask_BxT: jax.Array,
-    loss_mask_BxT: jax.Array,
-    temperature: float = 1.0,
-) -> jax.Array:
-    """log pi(y | x): token log-probs summed over loss_mask (the response tokens)."""
-    logits_BxTxV = lm_logits(cfg, params, tokens_BxT, mask_BxT)
-    logp_BxT = token_logprobs(logits_BxTxV, tokens_BxT, temperature)
-    return jnp.sum(jnp.where(loss_mask_BxT.astype(bool), logp_BxT, 0.0), axis=-1)
 
 
 def dpo_losses(

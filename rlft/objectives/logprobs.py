@@ -1,7 +1,13 @@
-"""The one log-probability helper, shared by every objective and by the sampler."""
+"""The one log-probability helper, shared by every objective and by the sampler.
+
+Log-probs are float32 log softmax(logits / temperature), aligned to tokens: logp_BxT[t] is
+log p(tokens[t] | tokens[<t]), so position 0 (no prediction) is 0.
+"""
 
 import jax
 import jax.numpy as jnp
+
+from rlft.models import ModelConfig, lm_logits
 
 
 def logprobs_from_logits(
@@ -29,3 +35,18 @@ def entropy_from_logits(logits_BxTxV: jax.Array, temperature: float = 1.0) -> ja
 def shifted_entropy(logits_BxTxV: jax.Array, temperature: float = 1.0) -> jax.Array:
     """entropy_BxT[t]: entropy of the distribution that predicted token t (0 at t = 0)."""
     return jnp.pad(entropy_from_logits(logits_BxTxV[:, :-1], temperature), ((0, 0), (1, 0)))
+
+
+def sequence_logprobs(
+    cfg: ModelConfig,
+    params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    loss_mask_BxT: jax.Array,
+    temperature: float = 1.0,
+) -> jax.Array:
+    """log pi(y | x) [B]: the language model's token log-probs summed over loss_mask (the
+    response tokens), one full forward."""
+    logits_BxTxV = lm_logits(cfg, params, tokens_BxT, mask_BxT)
+    logp_BxT = token_logprobs(logits_BxTxV, tokens_BxT, temperature)
+    return jnp.sum(jnp.where(loss_mask_BxT.astype(bool), logp_BxT, 0.0), axis=-1)

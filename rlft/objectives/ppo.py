@@ -20,6 +20,17 @@ from rlft.models import ModelConfig, lm_logits, scalar_values
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import shifted_entropy, token_logprobs
 
+# A rollout batch (rlft.rollout.ppo), all [B, T] and aligned to tokens.
+BATCH_KEYS = (
+    "tokens",
+    "mask",
+    "loss_mask",
+    "old_logp",
+    "old_values",
+    "advantages",
+    "returns",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class PpoHparams:

@@ -1,4 +1,4 @@
-"""Bradley–Terry reward models; `pooling` is the reward-model class (PROTOTYPE-NOTES lesson 2).
+"""Bradley–Terry reward models of four classes, `reward.model_class` (PROTOTYPE-NOTES lesson 2).
 
 Three classes read a ScalarModel (SFT backbone + head v_t = w.h_t + b at every position) and
 one has no transformer:
@@ -8,11 +8,12 @@ one has no transformer:
   bilinear  r = b + sum_{t in y} (mean_{i in x} W[x_i, y_t] + u[y_t]): the simple feature model,
             a prompt-token x response-token table (`rlft.models.bilinear`, V <= 4096).
 In every class the offset b (`scalar_head/bias`) enters r exactly once, so the normalisation
-after training (`rlft.train.stages.normalize_reward_model`) shifts every score by the same
+after training (`rlft.rollout.scoring.normalize_reward_model`) shifts every score by the same
 constant, and Bradley-Terry never moves it. For `sum` that means b is not summed |y| times; the
 class is unchanged (a constant per token is still w.h_t's job) and b = 0 at init, where
 sum = |y| x mean. Every reader of a reward model goes through `sequence_reward` and loads params
-of kind `model_kind(pooling)`.
+of kind `model_kind(model_class)` (rlft.rollout.scoring.load_reward_model, which reads the class
+from the checkpoint).
 """
 
 import dataclasses
@@ -23,21 +24,27 @@ import jax.numpy as jnp
 from rlft.models import ModelConfig, bilinear_reward, last_index, scalar_values
 from rlft.objectives.base import LossOut, Models
 
-POOLINGS = ("last", "mean", "sum", "bilinear")
+MODEL_CLASSES = ("last", "mean", "sum", "bilinear")
+# [B, T] each: the preferred (chosen) and the other (rejected) response of a pair.
+BATCH_KEYS = tuple(
+    f"{side}_{k}" for side in ("chosen", "rejected") for k in ("tokens", "mask", "loss_mask")
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RewardHparams:
-    pooling: str = "last"  # last (the paper's head) | mean | sum (over response) | bilinear
+    model_class: str = "last"  # last (the paper's head) | mean | sum (over response) | bilinear
 
     def __post_init__(self):
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"reward.pooling={self.pooling!r}; choose one of {POOLINGS}")
+        if self.model_class not in MODEL_CLASSES:
+            raise ValueError(
+                f"reward.model_class={self.model_class!r}; choose one of {MODEL_CLASSES}"
+            )
 
 
-def model_kind(pooling: str) -> str:
+def model_kind(model_class: str) -> str:
     """The model kind (`rlft.models.MODEL_KINDS`) whose params a reward class reads."""
-    return "bilinear" if pooling == "bilinear" else "scalar"
+    return "bilinear" if model_class == "bilinear" else "scalar"
 
 
 def sequence_reward(
@@ -46,19 +53,21 @@ def sequence_reward(
     tokens_BxT: jax.Array,
     mask_BxT: jax.Array,
     loss_mask_BxT: jax.Array | None = None,
-    pooling: str = "last",
+    model_class: str = "last",
 ) -> jax.Array:
-    """r(x, y) [B] of the reward class `pooling` (module docstring); all but "last" need
+    """r(x, y) [B] of the reward class `model_class` (module docstring); all but "last" need
     `loss_mask_BxT`, the response tokens."""
-    if pooling not in POOLINGS or (pooling != "last" and loss_mask_BxT is None):
-        raise ValueError(f"pooling={pooling!r} needs one of {POOLINGS} (all but last: loss_mask)")
-    if pooling == "bilinear":
+    if model_class not in MODEL_CLASSES or (model_class != "last" and loss_mask_BxT is None):
+        raise ValueError(
+            f"model_class={model_class!r} needs one of {MODEL_CLASSES} (all but last: loss_mask)"
+        )
+    if model_class == "bilinear":
         return bilinear_reward(cfg, params, tokens_BxT, mask_BxT, loss_mask_BxT)
     values_BxT = scalar_values(cfg, params, tokens_BxT, mask_BxT)
-    if pooling == "last":
+    if model_class == "last":
         return jnp.take_along_axis(values_BxT, last_index(mask_BxT)[:, None], axis=-1)[:, 0]
     m_BxT = loss_mask_BxT.astype(values_BxT.dtype)
-    if pooling == "mean":
+    if model_class == "mean":
         return jnp.sum(values_BxT * m_BxT, -1) / jnp.maximum(jnp.sum(m_BxT, -1), 1.0)
     b = params["scalar_head"]["bias"][0]  # counted once (module docstring)
     return jnp.sum((values_BxT - b) * m_BxT, -1) + b
@@ -82,7 +91,7 @@ def loss_fn(params: dict, batch: dict, models: Models, hp: RewardHparams) -> Los
         both("tokens"),
         both("mask"),
         both("loss_mask"),
-        hp.pooling,
+        hp.model_class,
     )
     chosen_B, rejected_B = reward_2B[:b], reward_2B[b:]
     metrics = {

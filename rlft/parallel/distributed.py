@@ -84,19 +84,3 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
         return False
     jax.distributed.initialize(**kwargs)
     return True
-
-
-def initialize_cpu_multiprocess(
-    coordinator: str, num_processes: int, process_id: int, local_devices: int
-) -> None:
-    """One of `num_processes` CPU processes with `local_devices` fake devices each (tests).
-
-    The same multi-controller path as a TPU pod slice: cross-process collectives go over gloo.
-    Must run before the JAX backend starts.
-    """
-    jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.config.update("jax_num_cpu_devices", local_devices)
-    jax.distributed.initialize(
-        coordinator, num_processes=num_processes, process_id=process_id, initialization_timeout=120
-    )

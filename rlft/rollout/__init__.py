@@ -1,4 +1,6 @@
-"""Rollouts: batched KV-cache sampling (and, alongside, advantages) that produce a batch."""
+"""Everything that produces a batch, outside the gradient step: KV-cache sampling (`sampler`),
+forward-only scoring with a policy or a reward model (`scoring`), the PPO rollout (`ppo`) and
+its rewards and advantages (`advantages`)."""
 
 from rlft.rollout.sampler import Samples, generate, sample_token, top_p_filter
 

@@ -24,11 +24,12 @@ from rlft.tasks.keyed import KeyedConfig, KeyedTask
 from rlft.tasks.labels import (
     best_worst,
     bradley_terry_labels,
+    log_sigmoid,
     make_preference_pairs,
     pairs_from_samples,
     sigmoid,
 )
-from rlft.tasks.rouge import RougeConfig, RougeTask, lcs_length, rouge_l
+from rlft.tasks.rouge import RougeConfig, RougeTask, lcs_length, rouge_l_prf
 from rlft.tasks.tldr import TldrTask, TldrTaskConfig
 
 
@@ -93,12 +94,13 @@ __all__ = [
     "best_worst",
     "bradley_terry_labels",
     "lcs_length",
+    "log_sigmoid",
     "make_preference_pairs",
     "make_prompt_arrays",
     "make_sft_arrays",
     "make_task",
     "pairs_from_samples",
-    "rouge_l",
+    "rouge_l_prf",
     "sigmoid",
     "soft_optimal",
     "split_response",

@@ -22,6 +22,11 @@ def sigmoid(x) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def log_sigmoid(x) -> np.ndarray:
+    """log sigmoid(x) = -log(1 + exp(-x)) in x's precision, without overflow for large |x|."""
+    return -np.logaddexp(0.0, -np.asarray(x))
+
+
 def bradley_terry_labels(reward_a_N, reward_b_N, scale: float, rng: np.random.Generator):
     """[N] bool: True where a is preferred, drawn with probability sigmoid(scale (r_a - r_b))."""
     p_N = sigmoid(scale * (np.asarray(reward_a_N, np.float64) - np.asarray(reward_b_N)))

@@ -26,8 +26,9 @@ from rlft.data.judges import lcs_length
 from rlft.tasks.base import EOS_ID, NUM_RESERVED, SEP_ID, Task
 
 
-def rouge_l(candidate, reference) -> tuple[float, float, float]:
-    """(precision, recall, F1) of ROUGE-L; all zero when either side is empty or LCS is 0."""
+def rouge_l_prf(candidate, reference) -> tuple[float, float, float]:
+    """(precision, recall, F1) of ROUGE-L over token ids; all zero when either side is empty or
+    LCS is 0. (The F-measure alone over text or ids, with beta: rlft.data.judges.rouge_l.)"""
     lcs = lcs_length(candidate, reference)  # rlft.data.judges: the one LCS implementation
     if lcs == 0:
         return 0.0, 0.0, 0.0
@@ -144,7 +145,7 @@ class RougeTask(Task):
         return out
 
     def score_one(self, prompt, content, has_eos) -> dict:
-        p, r, f = rouge_l(content, self.reference(prompt))
+        p, r, f = rouge_l_prf(content, self.reference(prompt))
         return {
             "reward": f,
             "precision": p,

@@ -27,7 +27,7 @@ import numpy as np
 
 from rlft.data.arrays import pack_sequences
 from rlft.data.judges import RewardModelJudge, rouge_l
-from rlft.data.tldr.format import MAX_QUERY_LEN, SFT_RESPONSE_LEN
+from rlft.data.tldr.format import MAX_QUERY_LEN, SFT_RESPONSE_LEN, TextTokenizer
 from rlft.tasks.base import Task, split_response
 
 JUDGES = ("rouge", "rm")
@@ -46,8 +46,7 @@ class TldrTaskConfig:
     max_rows: int = 0  # rows read per split (0 = all); smoke runs
     write_fixture: bool = False  # smoke: fixture files + a BPE tokenizer where missing
     judge: str = "rouge"  # gold reward: rouge (vs the reference summary) | rm (gold_rm)
-    gold_rm: str = ""  # judge=rm: workdir of an `rlft train` reward stage
-    gold_rm_pooling: str = "last"  # judge=rm: how that reward model reads a sequence
+    gold_rm: str = ""  # judge=rm: workdir of an `rlft train` reward stage (its class: its meta)
 
     def __post_init__(self):
         if self.judge not in JUDGES:
@@ -70,8 +69,9 @@ class TldrData:
 
 def load_data(cfg: TldrTaskConfig) -> TldrData:
     """Both pools through rlft.data.sources (prepared and cached like `rlft train`'s arrays)."""
+    # Both import JAX (data.sources for the process rank, rlft.models' package for the
+    # networks): here, not at the top, so rlft.tasks stays importable without it.
     from rlft.data.sources import NO_VOCAB_LIMIT, TldrDataConfig, tldr_bundle  # noqa: PLC0415
-    from rlft.data.tldr.format import TextTokenizer  # noqa: PLC0415
     from rlft.models.hf import load_tokenizer  # noqa: PLC0415
 
     pools, p = {}, cfg.max_query_len
@@ -188,7 +188,7 @@ class TldrTask(Task):
     def rm_judge(self) -> RewardModelJudge:
         """The gold reward model as a judge, loaded on first use."""
         if self._rm_judge is None:
-            score = gold_rm_scorer(self.cfg.gold_rm, self.cfg.gold_rm_pooling)
+            score = gold_rm_scorer(self.cfg.gold_rm)
 
             def score_fn(prompts, responses):
                 p, r = self.prompt_len, self.response_len
@@ -217,25 +217,13 @@ def _through_eos(tokens: list[int], eos_id: int) -> list[int]:
     return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
 
 
-def gold_rm_scorer(workdir: str, pooling: str) -> Callable[[dict], np.ndarray]:
-    """Scores [N] of {'tokens', 'mask', 'loss_mask'} under the reward model saved in workdir."""
-    import jax  # noqa: PLC0415
-
-    from rlft.models import ModelConfig  # noqa: PLC0415
-    from rlft.objectives import reward  # noqa: PLC0415
+def gold_rm_scorer(workdir: str) -> Callable[[dict], np.ndarray]:
+    """Scores [N] of {'tokens', 'mask', 'loss_mask'} under the reward model saved in workdir,
+    read as the class its checkpoint records (rlft.rollout.scoring.load_reward_model)."""
+    # JAX only for judge=rm: rlft.tasks (numpy verifiers and tables) stays importable without it.
     from rlft.parallel import make_mesh  # noqa: PLC0415
-    from rlft.train.checkpoint import CheckpointError, load_params, read_meta  # noqa: PLC0415
-    from rlft.train.stages import forward_dataset  # noqa: PLC0415
+    from rlft.rollout.scoring import load_reward_model, reward_model_config, rm_scores  # noqa: PLC0415
 
-    _, meta = read_meta(workdir)
-    saved = meta.get("models", {}).get("reward")
-    if saved is None:
-        raise CheckpointError(f"tldr gold_rm={workdir!r} has no reward model; use a reward stage")
-    cfg, mesh = ModelConfig(**saved["config"]), make_mesh(-1, 1)
-    params = load_params(workdir, "reward", saved["kind"], cfg, mesh)
-    fn = jax.jit(
-        lambda p, b: {
-            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
-        }
-    )
-    return lambda arrays: forward_dataset(fn, params, arrays, 256, mesh)["r"]
+    cfg, mesh = reward_model_config(workdir), make_mesh(-1, 1)
+    params, model_class = load_reward_model(workdir, cfg, mesh)
+    return lambda arrays: rm_scores(cfg, params, arrays, mesh, model_class=model_class)

@@ -2,7 +2,8 @@
 
 Running the same command on an existing workdir resumes from its latest checkpoint. SIGTERM
 (a preempted TPU VM) or Ctrl-C saves a checkpoint and returns cleanly. A non-finite loss stops
-the run without saving, so the last checkpoint on disk is the last good one.
+the run without saving, so the last checkpoint on disk is the last good one. Metrics are read
+from the device one step late, and every metrics.jsonl row is the row a synchronous loop writes.
 """
 
 import contextlib
@@ -13,22 +14,21 @@ import threading
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from rlft.config import ConfigError, RunConfig, parse_config
+from rlft.config import RunConfig, parse_config
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
+from rlft.errors import ConfigError, NonFiniteLossError
+from rlft.objectives import check_batch
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
 from rlft.train.metrics import MetricsWriter
 from rlft.train.stages import build_stage
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Loss became NaN/inf; the message names the step and the last good checkpoint."""
 
 
 @contextlib.contextmanager
@@ -57,8 +57,6 @@ def _stop_requested(flag: dict) -> str | None:
     different steps; agreeing every step makes all of them checkpoint at the same step."""
     if jax.process_count() == 1:
         return flag["signal"]
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
     anyone = int(multihost_utils.process_allgather(np.int32(bool(flag["signal"]))).max())
     return (flag["signal"] or "SIGTERM") if anyone else None
 
@@ -73,19 +71,50 @@ def _meta(run: RunConfig, stage, loop_step: int) -> dict:
     return {
         "objective": run.objective,
         "loop_step": loop_step,
-        "models": {r: {"kind": k, "config": c.to_dict()} for r, (k, c) in stage.roles.items()},
+        "models": {
+            r: {"kind": k, "config": c.to_dict(), **stage.role_meta.get(r, {})}
+            for r, (k, c) in stage.roles.items()
+        },
         "data_position": {"step": loop_step, "batch_size": run.batch_size, "seed": run.seed},
         "config": run.raw,
     }
 
 
-def train(config, workdir: str, progress: bool = True, data: DataBundle | None = None) -> dict:
+def _check_finite(metrics: dict, done: int, manager, workdir: str) -> None:
+    bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(float(metrics[k]))]
+    if bad:
+        saved = manager.latest_step()
+        manager.wait_until_finished()
+        raise NonFiniteLossError(
+            f"{', '.join(bad)} became non-finite at step {done} of {workdir}; stopped "
+            f"without saving. Last good checkpoint: "
+            f"{'step ' + str(saved) if saved is not None else 'none'}. Lower "
+            f"config.optim.learning_rate or check the data, then rerun to resume."
+        )
+
+
+def train(
+    config,
+    workdir: str,
+    progress: bool = True,
+    data: DataBundle | None = None,
+    stop_at: int | None = None,
+) -> dict:
     """Train one stage; returns the last logged metrics (and 'stopped_by' if interrupted).
 
     `data` supplies the arrays (a task, TL;DR, a pipeline); without it the config's `data`
     section describes them (rlft.data.sources: the synthetic task or TL;DR).
+    `config.total_steps` is the length of the run, and of its learning-rate schedule;
+    `stop_at` (default: total_steps) is the step where this call stops, after saving a
+    checkpoint there, so a run trained in segments (evaluated between them) resumes on the same
+    schedule as one uninterrupted run. Raises ValueError unless 1 <= stop_at <= total_steps,
+    ConfigError, CheckpointError, BatchError (a batch lacking a key its objective reads) and
+    NonFiniteLossError (nothing saved after the last finite step).
     """
     run = parse_config(config)
+    stop = run.total_steps if stop_at is None else stop_at
+    if not 1 <= stop <= run.total_steps:
+        raise ValueError(f"stop_at={stop_at} must lie in [1, config.total_steps={run.total_steps}]")
     if data is None:
         if run.data is None:
             raise ConfigError("config.data is missing and no data was passed to train()")
@@ -102,51 +131,66 @@ def train(config, workdir: str, progress: bool = True, data: DataBundle | None =
         start = int(meta["loop_step"])
     else:
         state = stage.load_init(state)
-    step_fn = jax.jit(
+    jitted_step = jax.jit(
         functools.partial(train_step, spec=spec),
         in_shardings=(shardings, batch_sharding(mesh)),
         out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
         donate_argnums=0,
     )
+
+    def step_fn(state, batch):
+        check_batch(run.objective, batch)  # a named error, not a KeyError inside the trace
+        return jitted_step(state, batch)
+
     is_main = jax.process_index() == 0
     writer = MetricsWriter(workdir, resume_step=start) if is_main else None
     last: dict = {}
     bar = tqdm(
-        range(start, run.total_steps),
+        range(start, stop),
         initial=start,
         total=run.total_steps,
         desc=f"{run.objective} {workdir}",
         disable=not (progress and is_main),
         dynamic_ncols=True,
     )
-    with stop_on_signal() as stop:
+
+    def read(done: int, device_metrics) -> dict:
+        """Fetch step `done`'s metrics (waits for that step only) and stop if not finite."""
+        metrics = jax.device_get(device_metrics)
+        _check_finite(metrics, done, manager, workdir)
+        return metrics
+
+    def log(done: int, metrics: dict) -> None:
+        nonlocal last
+        if writer and (done % run.log_every == 0 or done == run.total_steps):
+            last = writer.write(done, metrics)
+            bar.set_postfix(loss=f"{last['loss']:.4f}")
+
+    # Metrics are read one step late (nanodo): step t is dispatched, then step t-1's metrics
+    # are fetched while step t runs, so the host never idles the device. A checkpoint is
+    # saved only after its own step's metrics are read, so it never holds a non-finite state.
+    with stop_on_signal() as stop_flag:
+        pending = None  # (step, device metrics) dispatched, not yet read
         for loop_step in bar:
-            state, metrics = stage.run_step(step_fn, state, loop_step)
-            metrics = jax.device_get(metrics)
             done = loop_step + 1
-            bad = [
-                k
-                for k in ("loss", "grad_norm", "param_norm")
-                if not math.isfinite(float(metrics[k]))
-            ]
-            if bad:
-                saved = manager.latest_step()
-                manager.wait_until_finished()
-                raise NonFiniteLossError(
-                    f"{', '.join(bad)} became non-finite at step {done} of {workdir}; stopped "
-                    f"without saving. Last good checkpoint: "
-                    f"{'step ' + str(saved) if saved is not None else 'none'}. Lower "
-                    f"config.optim.learning_rate or check the data, then rerun to resume."
-                )
+            try:
+                state, metrics = stage.run_step(step_fn, state, loop_step)
+            except Exception:
+                if pending:  # the step that ran keeps its row, as if read at once
+                    log(pending[0], read(*pending))
+                raise
+            if pending:
+                log(pending[0], read(*pending))
+            pending = (done, metrics)
+            stopped_by = _stop_requested(stop_flag)
+            if done % run.checkpoint_every and done != stop and not stopped_by:
+                continue
+            metrics, pending = read(*pending), None
             if done == run.total_steps:
                 state, final_metrics = stage.finalize(state)
                 metrics = {**metrics, **final_metrics}
-            if writer and (done % run.log_every == 0 or done == run.total_steps):
-                last = writer.write(done, metrics)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
-            stopped_by = _stop_requested(stop)
-            if done % run.checkpoint_every == 0 or done == run.total_steps or stopped_by:
-                checkpoint.save(manager, done, state, _meta(run, stage, done))
+            log(done, metrics)
+            checkpoint.save(manager, done, state, _meta(run, stage, done))
             if stopped_by:
                 last = {**last, "stopped_by": stopped_by, "step": done}
                 break

@@ -1,54 +1,33 @@
-"""What differs between stages: which models train, where they start, and how a batch is made.
+"""The offline stages (sft, reward, dpo) and `build_stage`, which picks a stage by objective.
 
-A stage never owns a training loop or a loss. It provides `roles` (models in the train state),
-`load_init` (params from earlier stages), and `run_step` (build batch(es), call the one jitted
-train step). Offline objectives read a step-indexed dataset; PPO makes its batch by rollout.
+Each builder returns a rlft.train.stage.Stage: its batches are rows of a step-indexed dataset.
+The reward stage normalises its model after the last step; the DPO stage computes the reference
+log-probs once (cached in the workdir) and trains on pairs that carry them.
 """
-
-import dataclasses
-from collections.abc import Callable
-from typing import Any
 
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
-from rlft.config import ConfigError, RunConfig
+from rlft.config import RunConfig
 from rlft.data import ArrayDataset
 from rlft.data.bundle import DataBundle
-from rlft.models import ModelConfig
+from rlft.errors import ConfigError
 from rlft.models.bilinear import check_vocab
-from rlft.objectives import dpo, reward
+from rlft.models.params_io import load_params
+from rlft.objectives import reward
 from rlft.objectives.base import Models
 from rlft.parallel import shard_batch
-from rlft.train.checkpoint import load_params
-
-
-@dataclasses.dataclass
-class Stage:
-    roles: dict[str, tuple[str, ModelConfig]]  # role -> (model kind, config) in the train state
-    models: Models
-    load_init: Callable[[Any], Any]  # fresh state -> state with params from earlier stages
-    run_step: Callable[[Callable, Any, int], tuple[Any, dict]]  # (step_fn, state, i) -> ...
-    updates_per_step: int = 1  # optimizer updates per loop step (PPO: epochs x minibatches)
-    finalize: Callable[[Any], tuple[Any, dict]] = lambda state: (state, {})  # after the last step
-
-
-def _require(path: str, field: str, what: str) -> str:
-    if not path:
-        raise ConfigError(
-            f"config.init.{field} is empty: this stage starts from {what}; set "
-            f"--config.init.{field}=WORKDIR of that stage"
-        )
-    return path
+from rlft.rollout.scoring import normalize_reward_model, reference_logprobs
+from rlft.train.ppo_stage import ppo_stage
+from rlft.train.stage import Stage, replace_params, require_init
 
 
 def _agree(flag: bool) -> bool:
     """Process 0's value of `flag`, on every process."""
     if jax.process_count() == 1:
         return bool(flag)
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
     return bool(multihost_utils.broadcast_one_to_all(np.int32(flag)))
 
 
@@ -59,17 +38,14 @@ def _offline_run_step(data: ArrayDataset, mesh):
     return run_step
 
 
-def _replace_params(state, role: str, params):
-    return state.replace(params={**state.params, role: params})
-
-
 def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """The policy on the demonstrations (`bundle.sft`); from init.policy if set, else fresh."""
     data = ArrayDataset(bundle.require("sft", "sft"), run.batch_size, run.seed)
 
     def load_init(state):
         if not run.init.policy:
             return state
-        return _replace_params(
+        return replace_params(
             state, "policy", load_params(run.init.policy, "policy", "lm", run.model, mesh)
         )
 
@@ -82,11 +58,13 @@ def sft_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
 
 
 def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """A reward model of class reward.model_class on `bundle.pairs`, backbone from
+    init.policy; normalised after the last step and its class recorded in the meta."""
     data = ArrayDataset(bundle.require("pairs", "reward"), run.batch_size, run.seed)
     # The normalisation's reference responses are the SFT demonstrations (data, not a policy).
     reference = bundle.reference or bundle.require("sft", "reward (normalisation)")
-    pooling = run.hparams.pooling
-    kind = reward.model_kind(pooling)
+    model_class = run.hparams.model_class
+    kind = reward.model_kind(model_class)
     if kind == "bilinear":
         try:
             check_vocab(run.model)
@@ -97,15 +75,15 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
         if not run.init.policy or kind == "bilinear":  # no backbone: W, u, b start at zero
             return state
         lm = load_params(run.init.policy, "policy", "lm", run.model, mesh)
-        return _replace_params(
+        return replace_params(
             state, "reward", {**state.params["reward"], "backbone": lm["backbone"]}
         )
 
     def finalize(state):
         params, offset = normalize_reward_model(
-            run.model, state.params["reward"], reference, run.batch_size, mesh, pooling
+            run.model, state.params["reward"], reference, run.batch_size, mesh, model_class
         )
-        return _replace_params(state, "reward", params), {"reward_offset": offset}
+        return replace_params(state, "reward", params), {"reward_offset": offset}
 
     return Stage(
         {"reward": (kind, run.model)},
@@ -113,59 +91,14 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
         load_init,
         _offline_run_step(data, mesh),
         finalize=finalize,
+        role_meta={"reward": {"model_class": model_class}},  # read by load_reward_model
     )
-
-
-def forward_dataset(fn, params, arrays: dict, batch_size: int, mesh) -> dict[str, np.ndarray]:
-    """Apply a jitted forward-only `fn(params, batch) -> {name: [B]}` to every row of arrays."""
-    n = len(next(iter(arrays.values())))
-    out: dict[str, list] = {}
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n  # wrap the last batch: static shapes
-        batch = shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
-        for k, v in jax.device_get(fn(params, batch)).items():
-            out.setdefault(k, []).append(np.asarray(v))
-    return {k: np.concatenate(v)[:n] for k, v in out.items()}
-
-
-def reference_logprobs(
-    cfg: ModelConfig, params, pairs: dict, batch_size: int, mesh, temperature: float
-) -> dict[str, np.ndarray]:
-    """Summed response log-probs of chosen and rejected under the reference `params`."""
-    fn = jax.jit(
-        lambda p, b: {
-            f"ref_{side}_logp": dpo.sequence_logprobs(
-                cfg, p, b[f"{side}_tokens"], b[f"{side}_mask"], b[f"{side}_loss_mask"], temperature
-            )
-            for side in ("chosen", "rejected")
-        }
-    )
-    arrays = {k: v for k, v in pairs.items() if k.endswith(("tokens", "mask"))}
-    return forward_dataset(fn, params, arrays, batch_size, mesh)
-
-
-NORMALIZE_ROWS = 4096  # reference responses averaged for the reward-model offset
-
-
-def normalize_reward_model(
-    cfg: ModelConfig, params, reference: dict, batch_size: int, mesh, pooling: str = "last"
-):
-    """The paper's normalisation: subtract the mean reward of reference responses (folded into
-    the offset `scalar_head/bias`, which every reward class adds once to r), so typical scores
-    sit near 0 and PPO's no-EOS penalty means a penalty."""
-    rows = {k: reference[k][:NORMALIZE_ROWS] for k in ("tokens", "mask", "loss_mask")}
-    fn = jax.jit(
-        lambda p, b: {
-            "r": reward.sequence_reward(cfg, p, b["tokens"], b["mask"], b["loss_mask"], pooling)
-        }
-    )
-    offset = float(np.mean(forward_dataset(fn, params, rows, batch_size, mesh)["r"]))
-    head = params["scalar_head"]
-    return {**params, "scalar_head": {**head, "bias": head["bias"] - offset}}, offset
 
 
 def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
-    policy_path = _require(run.init.policy, "policy", "an SFT policy")
+    """The policy from init.policy on `bundle.pairs` with reference log-probs (init.reference,
+    default init.policy) computed once and cached in the workdir."""
+    policy_path = require_init(run.init.policy, "policy", "an SFT policy")
     pairs = bundle.require("pairs", "dpo")
     # Cached in the workdir. Process 0 decides whether the cache is usable and tells the
     # others, so a multi-host run never has some processes skipping a collective pass.
@@ -185,7 +118,7 @@ def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     data = ArrayDataset({**pairs, **ref}, run.batch_size, run.seed)
 
     def load_init(state):
-        return _replace_params(
+        return replace_params(
             state, "policy", load_params(policy_path, "policy", "lm", run.model, mesh)
         )
 
@@ -197,13 +130,14 @@ def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
     )
 
 
-def build_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
-    from rlft.train.ppo_stage import ppo_stage  # noqa: PLC0415  (imports the sampler)
+STAGES = {"sft": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
 
-    builders = {"mle": sft_stage, "reward": reward_stage, "dpo": dpo_stage, "ppo": ppo_stage}
+
+def build_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
+    """The stage of `run.objective`; raises ConfigError if the data's vocabulary does not fit."""
     if bundle.vocab_size > run.model.vocab_size:
         raise ConfigError(
             f"the data's vocabulary ({bundle.vocab_size} ids) exceeds config.model.vocab_size="
             f"{run.model.vocab_size}; the tokenizer's vocabulary must fit the model's embedding"
         )
-    return builders[run.objective](run, mesh, workdir, bundle)
+    return STAGES[run.objective](run, mesh, workdir, bundle)

@@ -1,6 +1,5 @@
 """Train state, optimizer and sharded initialisation."""
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from rlft.config import OptimConfig
 from rlft.models import ModelConfig, init_params
 from rlft.parallel import logical_shardings
 
@@ -21,22 +21,6 @@ class TrainState:
     params: dict[str, Any]  # trained models by role ("policy", "reward", "critic")
     opt_state: Any
     rng: jax.Array  # raw uint32[2] key, advanced by the driver
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """AdamW with global-norm clipping and a warm-up + decay schedule."""
-
-    learning_rate: float = 3e-4
-    schedule: str = "cosine"  # constant | linear | cosine (decay to end_lr_frac over the run)
-    warmup_steps: int = 0
-    end_lr_frac: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    accum_steps: int = 1  # micro-batches per update (batch_size must divide evenly)
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> Callable[[Any], Any]:
@@ -89,16 +73,3 @@ def init_state(
     shardings = logical_shardings(jax.eval_shape(boxed_init, rng), mesh)
     state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
     return state, shardings
-
-
-def abstract_params(kind: str, cfg: ModelConfig, mesh: Mesh):
-    """ShapeDtypeStructs with shardings for one model's params (restore targets)."""
-    boxed = jax.eval_shape(lambda r: init_params(kind, cfg, r), jax.random.PRNGKey(0))
-    shardings = logical_shardings(boxed, mesh)
-    return jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), nn.unbox(boxed), shardings
-    )
-
-
-def param_shardings(kind: str, cfg: ModelConfig, mesh: Mesh):
-    return jax.tree.map(lambda x: x.sharding, abstract_params(kind, cfg, mesh))

@@ -30,7 +30,7 @@ from rlft.experiments.pipeline.seed import SeedData, Sft, derived_rng
 from rlft.experiments.pipeline.spec import ReproduceSpec
 from rlft.experiments.pipeline.training import epochs_to_steps, stage_config, train_frontier
 from rlft.rollout.scoring import logprob_scores
-from rlft.tasks import make_prompt_arrays
+from rlft.tasks import log_sigmoid, make_prompt_arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +66,11 @@ class Budget:
 def arm_dir(b: Budget, arm: str, model_class: str | None) -> str:
     if arm == "sft":
         return b.sft.dir
-    return os.path.join(b.dir, model_class, arm) if uses_reward_model(arm) else os.path.join(b.dir, arm)
+    return (
+        os.path.join(b.dir, model_class, arm)
+        if uses_reward_model(arm)
+        else os.path.join(b.dir, arm)
+    )
 
 
 def _scorer(b: Budget, arm: str, model_class: str | None):
@@ -100,7 +104,7 @@ def _heldout_dpo(b: Budget, held: dict, ref_params, temperature: float):
     def selection(params, _):
         c, r = logps(params)
         margin = b.spec.beta * ((c - ref_c) - (r - ref_r))
-        return float(np.mean(-np.logaddexp(0.0, -margin)))
+        return float(np.mean(log_sigmoid(margin)))
 
     return selection
 
@@ -109,8 +113,15 @@ def _online_pairs(b: Budget, arm: str, cls, start_params, prompts: dict, purpose
     o = b.spec.online
     rng = derived_rng(b.data.name, b.data.seed, b.n, arm, str(cls), purpose)
     return best_worst_pairs(
-        b.data.task, b.spec.model, start_params, prompts, _scorer(b, arm, cls), rng, b.mesh,
-        k=o.num_samples, temperature=o.temperature,
+        b.data.task,
+        b.spec.model,
+        start_params,
+        prompts,
+        _scorer(b, arm, cls),
+        rng,
+        b.mesh,
+        k=o.num_samples,
+        temperature=o.temperature,
     )
 
 
@@ -135,11 +146,16 @@ def _dpo(b: Budget, workdir, pairs, start_dir, ref_dir, temperature, epochs, sel
     task, spec = b.data.task, b.spec
     steps = epochs_to_steps(epochs, len(pairs["chosen_tokens"]), spec.stages["dpo"]["batch_size"])
     config = stage_config(
-        spec, "dpo", seed=b.data.seed, total_steps=steps,
+        spec,
+        "dpo",
+        seed=b.data.seed,
+        total_steps=steps,
         init={"policy": start_dir, "reference": ref_dir},
         extra={"dpo": {"temperature": temperature}},
     )
-    bundle = DataBundle(task.eos_id, task.pad_id, task.vocab_size, pairs=take_pairs(pairs, slice(None)))
+    bundle = DataBundle(
+        task.eos_id, task.pad_id, task.vocab_size, pairs=take_pairs(pairs, slice(None))
+    )
     points = spec.frontier.points
     return train_frontier(
         config, workdir, bundle, points, lambda w, _: _point(b, w, selection), offset
@@ -191,8 +207,15 @@ def _iterated(b: Budget, arm: str, cls: str, workdir: str, start: dict) -> dict:
         pairs = _online_pairs(b, arm, cls, params, b.prompts(b.train_rows), f"round{r}")
         round_dir = os.path.join(workdir, f"round{r}")
         points, _ = _dpo(
-            b, round_dir, pairs, current, b.sft.dir, spec.online.temperature,
-            spec.epochs.online_dpo, selection, offset=frontier[-1]["step"],
+            b,
+            round_dir,
+            pairs,
+            current,
+            b.sft.dir,
+            spec.online.temperature,
+            spec.epochs.online_dpo,
+            selection,
+            offset=frontier[-1]["step"],
         )
         frontier += points
         current, num_pairs = round_dir, [*num_pairs, int(len(pairs["chosen_tokens"]))]
@@ -209,9 +232,15 @@ def _ppo(b: Budget, workdir: str, cls: str, start: dict) -> dict:
     spec, task = b.spec, b.data.task
     steps = epochs_to_steps(spec.epochs.ppo, b.n, spec.stages["ppo"]["batch_size"])
     config = stage_config(
-        spec, "ppo", seed=b.data.seed, total_steps=steps,
+        spec,
+        "ppo",
+        seed=b.data.seed,
+        total_steps=steps,
         init={"policy": b.sft.dir, "reward": b.rm_dirs[cls]},
-        extra={"reward_model": dict(spec.raw["model"]), "rollout": {"response_len": task.response_len}},
+        extra={
+            "reward_model": dict(spec.raw["model"]),
+            "rollout": {"response_len": task.response_len},
+        },
     )
     bundle = DataBundle(task.eos_id, task.pad_id, task.vocab_size, prompts=b.prompts(b.train_rows))
     selection = _rm_minus_kl(b, cls)
@@ -234,10 +263,17 @@ def arm_settings(b: Budget, arm: str, cls: str | None) -> dict:
         up["start"] = units.fingerprint(arm_settings(b, "offline_dpo", None))
     stages = {s: spec.stages[s] for s in ("dpo", "ppo")}
     return {
-        "arm": dataclasses.asdict(a), "class": cls, "n": b.n, "beta": spec.beta, "up": up,
-        "stages": stages, "online": dataclasses.asdict(spec.online),
-        "epochs": dataclasses.asdict(spec.epochs), "frontier": spec.frontier.points,
-        "eval": dataclasses.asdict(spec.eval), "model": spec.raw["model"],
+        "arm": dataclasses.asdict(a),
+        "class": cls,
+        "n": b.n,
+        "beta": spec.beta,
+        "up": up,
+        "stages": stages,
+        "online": dataclasses.asdict(spec.online),
+        "epochs": dataclasses.asdict(spec.epochs),
+        "frontier": spec.frontier.points,
+        "eval": dataclasses.asdict(spec.eval),
+        "model": spec.raw["model"],
     }
 
 
@@ -248,5 +284,7 @@ def arm_record(b: Budget, arm: str, cls: str | None) -> dict:
     unit = arm_dir(b, arm, cls) if arm != "sft" else os.path.join(b.dir, "sft_eval")
     t0 = time.time()
     return units.cached(
-        unit, arm_settings(b, arm, cls), lambda: {**run_arm(b, arm, cls), "wall_s": time.time() - t0}
+        unit,
+        arm_settings(b, arm, cls),
+        lambda: {**run_arm(b, arm, cls), "wall_s": time.time() - t0},
     )

@@ -31,14 +31,21 @@ def train_reward_model(b: Budget, model_class: str) -> tuple[RewardModel, str, s
     )
     batch_size = deep_merge(spec.stages["reward"], extra)["batch_size"]
     config = stage_config(
-        spec, "reward", seed=b.data.seed, init={"policy": b.sft.dir}, extra=extra,
+        spec,
+        "reward",
+        seed=b.data.seed,
+        init={"policy": b.sft.dir},
+        extra=extra,
         total_steps=epochs_to_steps(spec.epochs.reward, b.n, batch_size),
     )
     path = os.path.join(b.dir, model_class, "reward")
     fp = units.claim(path, {"config": config, "sft": b.sft.fingerprint, "labels": b.labels_fp})
     bundle = DataBundle(
-        task.eos_id, task.pad_id, task.vocab_size,
-        pairs=take_pairs(b.pairs, b.train_rows), reference=b.data.sft_arrays,
+        task.eos_id,
+        task.pad_id,
+        task.vocab_size,
+        pairs=take_pairs(b.pairs, b.train_rows),
+        reference=b.data.sft_arrays,
     )
     train(config, path, progress=False, data=bundle)
     params, saved_class = load_reward_model(path, spec.model, b.mesh)
@@ -47,7 +54,9 @@ def train_reward_model(b: Budget, model_class: str) -> tuple[RewardModel, str, s
 
 def make_budget(spec, data: SeedData, sft: Sft, source: str, pairs, labels_fp, n, mesh) -> Budget:
     base = data.dir if spec.labels.sources == ("sft",) else os.path.join(data.dir, source)
-    b = Budget(spec, data, sft, source, pairs, n, os.path.join(base, f"n{n}"), mesh, {}, {}, {}, labels_fp)
+    b = Budget(
+        spec, data, sft, source, pairs, n, os.path.join(base, f"n{n}"), mesh, {}, {}, {}, labels_fp
+    )
     trained = {c: train_reward_model(b, c) for c in spec.reward_classes}
     return dataclasses.replace(
         b,
@@ -62,7 +71,9 @@ def _cell_run(record: dict, cls: str) -> dict:
     frontier = []
     for p in record["frontier"]:
         q = {k: v for k, v in p.items() if k not in ("rm_scores", "rm_scores_greedy")}
-        frontier.append(q | {"rm_score": p["rm_scores"][cls], "rm_score_greedy": p["rm_scores_greedy"][cls]})
+        frontier.append(
+            q | {"rm_score": p["rm_scores"][cls], "rm_score_greedy": p["rm_scores_greedy"][cls]}
+        )
     return {**record, "frontier": frontier}
 
 

@@ -23,7 +23,7 @@ from rlft.experiments.pipeline.pairs import informative_frac
 from rlft.models import ModelConfig, lm_logits
 from rlft.experiments.pipeline.evaluate import load_policy
 from rlft.rollout.scoring import FORWARD_BATCH, forward_dataset, logprob_scores
-from rlft.tasks import BanditTask
+from rlft.tasks import BanditTask, log_sigmoid
 
 
 def pair_metrics(margin_N: np.ndarray, gold_c_N: np.ndarray, gold_r_N: np.ndarray) -> dict:
@@ -123,7 +123,11 @@ def choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def policy_params(b: Budget, arm: str, model_class: str | None):
-    return b.sft.params if arm == "sft" else load_policy(arm_dir(b, arm, model_class), b.spec.model, b.mesh)
+    return (
+        b.sft.params
+        if arm == "sft"
+        else load_policy(arm_dir(b, arm, model_class), b.spec.model, b.mesh)
+    )
 
 
 def policy_distances(b: Budget, arm_names, model_class: str) -> dict[str, dict]:

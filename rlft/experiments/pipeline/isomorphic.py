@@ -31,6 +31,7 @@ Pure numpy, float64.
 import numpy as np
 
 from rlft.tasks.bandit import soft_optimal
+from rlft.tasks.labels import log_sigmoid
 
 TOL = 1e-10  # stop when the gradient's largest entry is at most this
 MAX_ITER = 200
@@ -38,7 +39,7 @@ MAX_ITER = 200
 
 def _nll(m):
     """-log sigmoid(m) in float64, without overflow."""
-    return np.logaddexp(0.0, -m)
+    return -log_sigmoid(m)
 
 
 def _sigmoid(m):

@@ -83,8 +83,7 @@ def wide_labelled_pairs(
     source_2N = rng.integers(len(pools), size=2 * n)
     rows = np.arange(2 * n)
     s = {
-        k: np.stack([np.asarray(pool[k]) for pool in pools])[source_2N, rows]
-        for k in SEQUENCE_KEYS
+        k: np.stack([np.asarray(pool[k]) for pool in pools])[source_2N, rows] for k in SEQUENCE_KEYS
     }
     return _label(task, s, rng, bt_scale, {"source": source_2N})
 
@@ -93,7 +92,9 @@ def best_worst_pairs(
     task: Task, cfg: ModelConfig, params, prompts: dict, scorer, rng, mesh, *, k, temperature
 ) -> dict[str, np.ndarray]:
     """Online DPO's data: K policy samples per prompt, best and worst by `scorer(samples)`."""
-    s = sample(cfg, params, prompts, task, rng_key(rng), mesh, num_samples=k, temperature=temperature)
+    s = sample(
+        cfg, params, prompts, task, rng_key(rng), mesh, num_samples=k, temperature=temperature
+    )
     gold = gold_parts(task, s)["reward"]
     return pairs_from_samples(
         s["tokens"], s["mask"], s["loss_mask"], scorer(s), k, extras={"gold": gold}

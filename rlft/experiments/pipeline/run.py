@@ -85,7 +85,11 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
             for source in spec.labels.sources:
                 pairs = seeds.label(spec, data, sft, source, mesh)
                 labels_fp = units.fingerprint(
-                    {"sft": sft.fingerprint, "labels": dataclasses.asdict(spec.labels), "source": source}
+                    {
+                        "sft": sft.fingerprint,
+                        "labels": dataclasses.asdict(spec.labels),
+                        "source": source,
+                    }
                 )
                 for cls in spec.reward_classes:
                     key = cell_key(name, source, cls, spec)

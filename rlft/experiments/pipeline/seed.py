@@ -25,7 +25,9 @@ from rlft.train.loop import train
 
 def derived_rng(*keys) -> np.random.Generator:
     """A generator for one purpose: keys are ints or strings (hashed)."""
-    return np.random.default_rng([k if isinstance(k, int) else zlib.crc32(k.encode()) for k in keys])
+    return np.random.default_rng(
+        [k if isinstance(k, int) else zlib.crc32(k.encode()) for k in keys]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,16 +93,26 @@ def train_sft(spec: ReproduceSpec, data: SeedData, mesh) -> Sft:
     fp = units.claim(
         path, {"config": config, "task": data.family, "knobs": data.knobs, "n": spec.sft_examples}
     )
-    bundle = DataBundle(data.task.eos_id, data.task.pad_id, data.task.vocab_size, sft=data.sft_arrays)
+    bundle = DataBundle(
+        data.task.eos_id, data.task.pad_id, data.task.vocab_size, sft=data.sft_arrays
+    )
     train(config, path, progress=False, data=bundle)
     params = load_policy(path, spec.model, mesh)
     task, cfg, e = data.task, spec.model, spec.eval
     rng = derived_rng(data.name, data.seed, "sft_eval")
     k = max(e.best_of_n + (e.samples_per_prompt,))
-    bon = sample(cfg, params, data.eval_prompts, task, rng_key(rng), mesh, num_samples=k, temperature=1.0)
+    bon = sample(
+        cfg, params, data.eval_prompts, task, rng_key(rng), mesh, num_samples=k, temperature=1.0
+    )
     bon_gold = gold_parts(task, bon)["reward"].reshape(-1, k)
     greedy = sample(
-        cfg, params, data.eval_prompts, task, rng_key(rng), mesh, num_samples=1,
+        cfg,
+        params,
+        data.eval_prompts,
+        task,
+        rng_key(rng),
+        mesh,
+        num_samples=1,
         temperature=e.greedy_temperature,
     )
     ev = EvalSet(
@@ -141,8 +153,14 @@ def label(spec: ReproduceSpec, data: SeedData, sft: Sft, source: str, mesh) -> d
     labels, rng = spec.labels, derived_rng(data.name, data.seed, "labels", source)
     if source == "sft":
         return labelled_pairs(
-            data.task, spec.model, sft.params, data.pref_prompts, rng, mesh,
-            labels.bt_scale, labels.temperature,
+            data.task,
+            spec.model,
+            sft.params,
+            data.pref_prompts,
+            rng,
+            mesh,
+            labels.bt_scale,
+            labels.temperature,
         )
     return wide_labelled_pairs(
         data.task, spec.model, sft.params, data.pref_prompts, rng, mesh, labels.bt_scale

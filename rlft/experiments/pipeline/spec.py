@@ -13,7 +13,8 @@ import dataclasses
 import os
 from typing import Any
 
-from rlft.config import REPO_CONFIGS, ConfigError, _as_dict, _model, load_config, to_dataclass
+from rlft.config import as_dict, load_config, model_section, to_dataclass
+from rlft.errors import ConfigError
 from rlft.experiments.arms import ARMS
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
@@ -54,9 +55,10 @@ def _drop(section, dotted: str) -> None:
             del section[head]
 
 
-def stage_recipe(stage: str):
-    """configs/<stage>.py:tiny without the pipeline-owned keys: what `rlft reproduce` varies."""
-    c = load_config(os.path.join(REPO_CONFIGS, f"{stage}.py"), "tiny")
+def stage_recipe(configs_dir: str, stage: str):
+    """`configs_dir`/<stage>.py:tiny without the pipeline-owned keys: what `rlft reproduce`
+    varies (a reproduce config passes its own folder)."""
+    c = load_config(os.path.join(configs_dir, f"{stage}.py"), "tiny")
     for key in PIPELINE_OWNED:
         _drop(c, key)
     return c
@@ -163,14 +165,14 @@ TOP = (
 
 def parse_reproduce(config: Any) -> ReproduceSpec:
     """Validate a reproduce config; every error names the field and the fix."""
-    raw = _as_dict(config, "")
+    raw = as_dict(config, "")
     unknown, missing = sorted(set(raw) - set(TOP) - set(OPTIONAL)), sorted(set(TOP) - set(raw))
     if unknown or missing:
         raise ConfigError(
             f"reproduce config: unknown keys {unknown}, missing keys {missing}; "
             "see configs/reproduce.py"
         )
-    knobs = {k: dict(v) for k, v in _as_dict(raw["task_knobs"], "task_knobs").items()}
+    knobs = {k: dict(v) for k, v in as_dict(raw["task_knobs"], "task_knobs").items()}
     for name in raw["tasks"]:
         family = knobs.get(name, {}).get("family", name)
         if family not in TASKS:
@@ -191,9 +193,9 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     )
     sections["labels"] = _check_sources(sections["labels"])
     _check_sections(sections)
-    model = _model(raw["model"], "model")
+    model = model_section(raw["model"], "model")
     classes = tuple(raw["reward_classes"])
-    overrides = {k: dict(v) for k, v in _as_dict(raw["reward_class_overrides"], "x").items()}
+    overrides = {k: dict(v) for k, v in as_dict(raw["reward_class_overrides"], "x").items()}
     for cls in classes:
         _check_reward_class(cls, model)  # before SFT, not after it
     if not classes or sorted(set(overrides) - set(classes)):
@@ -222,7 +224,7 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
 
 
 def _stage(section, stage: str) -> dict:
-    recipe = copy.deepcopy(_as_dict(section, stage))
+    recipe = copy.deepcopy(as_dict(section, stage))
     owned = [k for k in PIPELINE_OWNED if _has(recipe, k)]
     if owned:
         raise ConfigError(
@@ -238,7 +240,7 @@ def _has(section: dict, dotted: str) -> bool:
     head, _, rest = dotted.partition(".")
     if head not in section:
         return False
-    return _has(_as_dict(section[head], head), rest) if rest else True
+    return _has(as_dict(section[head], head), rest) if rest else True
 
 
 def _check_beta(beta: float, stages: dict) -> None:

@@ -67,7 +67,9 @@ def claim(unit_dir: str, settings: Mapping[str, Any]) -> str:
                 "to recompute it)"
             )
     else:
-        _write_json(meta, {"fingerprint": fp, "settings": json.loads(json.dumps(settings, default=str))})
+        _write_json(
+            meta, {"fingerprint": fp, "settings": json.loads(json.dumps(settings, default=str))}
+        )
     return fp
 
 

@@ -1,4 +1,5 @@
-"""Supervised fine-tuning: next-token cross-entropy on the response tokens."""
+"""Supervised fine-tuning (objective `sft`, alias `mle`): next-token cross-entropy (maximum
+likelihood) on the response tokens."""
 
 import dataclasses
 
@@ -9,9 +10,11 @@ from rlft.models import lm_logits
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import token_logprobs
 
+BATCH_KEYS = ("tokens", "mask", "loss_mask")  # [B, T]: demonstrations, response in loss_mask
+
 
 @dataclasses.dataclass(frozen=True)
-class MleHparams:
+class SftHparams:
     temperature: float = 1.0  # logits / temperature; kept at 1 for SFT, here for symmetry
 
 
@@ -27,7 +30,7 @@ def nll_and_accuracy(
     return nll_BxT, jnp.pad(hit_Bx_T1, ((0, 0), (1, 0)))
 
 
-def loss_fn(params: dict, batch: dict, models: Models, hp: MleHparams) -> LossOut:
+def loss_fn(params: dict, batch: dict, models: Models, hp: SftHparams) -> LossOut:
     """loss_sum = sum of nll over loss_mask (the response tokens), denom = their count."""
     logits_BxTxV = lm_logits(models.policy, params["policy"], batch["tokens"], batch["mask"])
     nll_BxT, hit_BxT = nll_and_accuracy(logits_BxTxV, batch["tokens"], hp.temperature)
