@@ -65,6 +65,7 @@ def get_config(arg: str | None = None):
     c.model = dict(preset="tiny", vocab_size=64)  # policy, reward model and critic
     c.beta = beta
     c.sft_examples = 4096  # task demonstrations (the noisy "human")
+    c.sft_init = ""  # SFT starts from a random init ("") or a pretrained HF / rlft checkpoint
     c.labels = dict(
         bt_scale=10.0,  # Bradley-Terry sharpness of the simulated labeller
         temperature=1.0,  # SFT sampling temperature for the two responses of each pair

@@ -48,7 +48,8 @@ is the same DPO stage as an `rlft train` config, for reference.
 import ml_collections
 
 from rlft.defaults import base_config
-from rlft.experiments.spec import ARMS
+from rlft.experiments.arms import DEFAULT_ARMS
+from rlft.experiments.pipeline.spec import strip_owned
 
 SFT_TRAIN_ROWS = 116_722  # published size of TL;DR tldr_3_filtered train
 COMPARISON_TRAIN_ROWS = 92_858  # published size of the comparisons train split
@@ -217,12 +218,13 @@ def online_dpo_config(size: str, start: str = "sft", root: str | None = None):
 def reproduce_config(size: str, root: str) -> ml_collections.ConfigDict:
     """`rlft reproduce` on TL;DR (task `tldr`): the stages above with the paper's settings.
 
-    Labels are the pipeline's: two SFT samples per training post, labelled by Bradley-Terry
-    on the gold judge (ROUGE-L vs the reference summary), not the human comparisons. Steps
-    are one epoch; learning rates are constant (the pipeline trains arms in segments to
-    evaluate along the way), where the stage configs above decay them on a cosine.
+    The stage sections are this file's `rlft train` configs of the same size minus the keys the
+    pipeline sets per unit (spec.PIPELINE_OWNED), so the recipe is read from one place. Labels
+    are the pipeline's: two SFT samples per training post, labelled by Bradley-Terry on the gold
+    judge (ROUGE-L vs the reference summary), not the human comparisons. One epoch per stage.
     """
     smoke = size == "smoke"
+    beta = ml_collections.FieldReference(0.05)  # the paper's, every arm (PPO's kl_coef too)
     c = ml_collections.ConfigDict()
     c.tasks = ("tldr",)  # rlft.tasks.tldr.TldrTask
     d = _data(size, "sft", root)
@@ -245,60 +247,52 @@ def reproduce_config(size: str, root: str) -> ml_collections.ConfigDict:
     # Preference pairs: 725 x 128 = 92,800, about the human comparisons train split (92,858);
     # with the 512 held-out pairs that is 93,312 of the 116,722 training posts.
     c.label_budgets = (16,) if smoke else (COMPARISON_TRAIN_ROWS // BATCH["dpo"] * BATCH["dpo"],)
-    c.arms = ARMS  # sft, offline_dpo, online_dpo, online_dpo_from_dpo, ppo, oracle_online_dpo
+    c.arms = DEFAULT_ARMS
+    c.reward_classes = ("last",)  # the paper's last-token head, normalised on the references
+    c.reward_class_overrides = {}
     m = _model(size)
     if smoke:
         m.dtype = "float32"  # bf16 matmuls are slow on CPU; the stage smoke runs cover bf16
         m.remat = False
     c.model = m.to_dict()  # policy, reward model and critic
-    c.sft = dict(
-        num_examples=64 if smoke else SFT_TRAIN_ROWS,  # draws from the post pool (1 epoch)
-        steps=48 if smoke else _steps(size, "sft"),  # 1823 x 64 = 116,672 rows
-        batch_size=8 if smoke else BATCH["sft"],
-        learning_rate=1e-3 if smoke else LR["sft"],
-        init="" if smoke else f"checkpoints/pythia-{size}-deduped",  # smoke: random init
-    )
+    c.beta = beta
+    c.sft_examples = 64 if smoke else SFT_TRAIN_ROWS  # draws from the post pool
+    c.sft_init = "" if smoke else f"checkpoints/pythia-{size}-deduped"  # smoke: random init
     c.labels = dict(
         bt_scale=10.0,  # labeller P(a > b) = sigmoid(10 (rouge_a - rouge_b)); our choice
         temperature=1.0,  # the two SFT samples of a pair
-        num_val_pairs=8 if smoke else 512,  # held-out pairs for RM / DPO accuracy
+        num_val_pairs=8 if smoke else 512,  # held-out pairs (accuracy, checkpoint selection)
         sources=("sft",),
-    )
-    c.reward = dict(
-        pooling="last",  # the paper's last-token head, normalised on the reference summaries
-        epochs=1.0,
-        batch_size=8 if smoke else BATCH["reward"],
-        learning_rate=1e-3 if smoke else LR["reward"],
-    )
-    c.dpo = dict(
-        beta=0.05,  # every arm, PPO's kl_coef too
-        epochs=1.0,  # offline: the label budget; online: one pair per prompt
-        batch_size=8 if smoke else BATCH["dpo"],
-        learning_rate=1e-3 if smoke else LR["dpo"],
-        eval_points=1 if smoke else 3,  # frontier checkpoints per arm
     )
     c.online = dict(
         num_samples=4 if smoke else ONLINE_DPO["num_samples"],  # K, best/worst by the RM
         # Sampling, and the online arms' dpo.temperature. Smoke: at 0.1 the tiny SFT policy
         # draws the same summary K times for every post, which leaves no pairs.
         temperature=1.0 if smoke else ONLINE_DPO["temperature"],
+        rounds=2,  # iterated_online_dpo
         more_prompts_factor=2.3,  # only for the extra arm online_dpo_more_prompts
     )
-    c.ppo = dict(
-        iterations=2 if smoke else _steps(size, "ppo"),  # rollouts of batch_size prompts
-        batch_size=16 if smoke else BATCH["ppo"],  # 2 minibatches of 8 (one row a device)
-        learning_rate=1e-3 if smoke else LR["ppo"],
-        temperature=0.7,
-        eval_points=1 if smoke else 3,
+    c.epochs = dict(sft=1.0, reward=1.0, dpo=1.0, online_dpo=1.0, ppo=1.0)  # the paper's
+    c.frontier = dict(points=1 if smoke else 4)  # checkpoints per arm besides its start
+    c.eval = dict(  # validation posts; the paper's near-greedy evaluation at T = 0.01
+        num_prompts=8 if smoke else 512,
+        samples_per_prompt=2 if smoke else 4,
+        greedy_temperature=0.01,
+        primary="greedy",
+        best_of_n=(1, 2, 4) if smoke else (1, 2, 5, 10, 25),
     )
     c.parallel = dict(  # every stage's layout; smoke: data parallel over the CPU test devices
         data=-1 if smoke else 1,
         fsdp=1 if smoke else -1,  # params + AdamW split over all chips, as the stage configs
         accum_steps=max(ACCUM[size].values()),  # one value for all stages: the largest
     )
-    c.eval = dict(  # samples at temperature 1 on validation posts (the paper: 0.01)
-        num_prompts=8 if smoke else 512,
-        samples_per_prompt=2 if smoke else 4,
-        best_of_n=(1, 2, 4) if smoke else (1, 2, 5, 10, 25),
-    )
+    for stage in STAGES:
+        c[stage] = strip_owned(get_config(f"{size}:{stage}:{root}"))
+    if smoke:  # one row per CPU test device; PPO: 2 minibatches of 8
+        for stage, batch in (("sft", 8), ("reward", 8), ("dpo", 8), ("ppo", 16)):
+            c[stage].batch_size = batch
+            c[stage].optim.learning_rate = 1e-3
+        c.ppo.rollout.num_minibatches = 2
+    c.dpo.dpo.beta = beta
+    c.ppo.rollout.kl_coef = beta
     return c

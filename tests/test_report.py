@@ -106,7 +106,9 @@ def test_arm_table_order_and_properties():
     assert ARMS["sft"].selection_rule is None
     assert ARMS["ppo"].selection_rule == "heldout_rm_minus_beta_kl"
     assert ARMS["iterated_online_dpo"].selection_rule == "heldout_rm_minus_beta_kl"
-    single = {ARMS[a].selection_rule for a in ARMS if ARMS[a].kind == "dpo" and not ARMS[a].iterated}
+    single = {
+        ARMS[a].selection_rule for a in ARMS if ARMS[a].kind == "dpo" and not ARMS[a].iterated
+    }
     assert single == {"heldout_dpo_loglik"}
     with pytest.raises(ValueError, match="kind 'rl'"):
         Arm("x", "rl")

@@ -11,7 +11,8 @@ import pytest
 
 from rlft.config import load_config
 from rlft.data.arrays import pack_sequences
-from rlft.experiments.spec import ARMS, parse_reproduce
+from rlft.experiments.arms import DEFAULT_ARMS
+from rlft.experiments.pipeline.spec import parse_reproduce
 from rlft.tasks import TldrTask, TldrTaskConfig, make_prompt_arrays, make_sft_arrays, make_task
 from rlft.tasks.tldr import TldrData, draw
 from tests.helpers import REPO_CONFIGS
@@ -79,13 +80,21 @@ def test_rouge_gold_by_hand_with_the_tokenizer_eos():
 
 def test_paper_settings_of_the_reproduce_variant():
     spec = parse_reproduce(load_config(CONFIG, "1.4b:reproduce"))
-    assert spec.tasks == ("tldr",) and spec.arms == ARMS
+    assert spec.tasks == ("tldr",) and spec.arms == DEFAULT_ARMS
     assert (spec.online.num_samples, spec.online.temperature) == (25, 0.1)  # dpo.temperature too
-    d, r, s = spec.dpo, spec.reward, spec.sft
-    assert (d.beta, d.learning_rate, d.batch_size, d.epochs) == (0.05, 3e-7, 128, 1.0)
-    assert (r.pooling, r.learning_rate, r.batch_size) == ("last", 3e-6, 128)
-    assert (s.learning_rate, s.batch_size, s.init) == (3e-6, 64, "checkpoints/pythia-1.4b-deduped")
-    assert spec.ppo.temperature == 0.7 and spec.model.num_layers == 24
+    d, r, s = spec.stages["dpo"], spec.stages["reward"], spec.stages["sft"]
+    assert (spec.beta, d["dpo"]["beta"], d["optim"]["learning_rate"], d["batch_size"]) == (
+        0.05,
+        0.05,
+        3e-7,
+        128,
+    )
+    assert spec.epochs.dpo == spec.epochs.reward == spec.epochs.sft == 1.0
+    assert spec.reward_classes == ("last",) and r["optim"]["learning_rate"] == 3e-6
+    assert (s["optim"]["learning_rate"], s["batch_size"]) == (3e-6, 64)
+    assert spec.sft_init == "checkpoints/pythia-1.4b-deduped"
+    assert spec.stages["ppo"]["ppo"]["temperature"] == 0.7 and spec.model.num_layers == 24
+    assert spec.eval.greedy_temperature == 0.01 and spec.eval.primary == "greedy"
     knobs = spec.task_knobs["tldr"]
     assert (knobs["max_query_len"], knobs["response_len"], knobs["judge"]) == (512, 53, "rouge")
     with pytest.raises(ValueError, match=r"rlft reproduce --config=configs/tldr_pythia.py:2.8b"):
@@ -108,11 +117,15 @@ def smoke_run(tmp_path_factory):
 def test_smoke_reproduce_runs_every_arm(smoke_run):
     with open(smoke_run / "work" / "results.json") as f:
         results = json.load(f)
-    assert {r["arm"] for r in results["runs"]} == set(ARMS)
+    assert {r["arm"] for r in results["runs"]} == set(DEFAULT_ARMS)
     for r in results["runs"]:
-        assert r["task"] == "tldr" and 0.0 <= r["gold_reward"] <= 1.0, r["arm"]  # ROUGE-L
-        assert math.isfinite(r["kl_to_ref"]) and math.isfinite(r["rm_score"])
-        assert r["gold_parts"]["rouge_l"] == pytest.approx(r["gold_reward"])
+        assert r["task"] == "tldr", r["arm"]
+        for p in r["frontier"]:
+            assert (
+                0.0 <= p["gold_reward"] <= 1.0 and 0.0 <= p["gold_reward_greedy"] <= 1.0
+            )  # ROUGE-L
+            assert math.isfinite(p["kl_to_ref"]) and math.isfinite(p["rm_score"])
+            assert p["gold_parts"]["rouge_l"] == pytest.approx(p["gold_reward"])
         assert r["arm"] in ("sft", "ppo") or r["num_pairs"] > 0
     assert results["tasks"]["tldr"]["prompt_len"] == 64
     report = (smoke_run / "work" / "report.md").read_text()
@@ -123,7 +136,7 @@ def test_smoke_reproduce_runs_every_arm(smoke_run):
 def test_gold_reward_model_judge(smoke_run):
     """judge="rm": the smoke run's reward model as the gold judge, ROUGE-L kept as a part."""
     knobs = dict(load_config(CONFIG, f"smoke:reproduce:{smoke_run}").task_knobs["tldr"])
-    rm_dir = str(smoke_run / "work" / "tldr" / "seed0" / "n16" / "reward")
+    rm_dir = str(smoke_run / "work" / "tldr" / "seed0" / "n16" / "last" / "reward")
     task = make_task("tldr", **{**knobs, "judge": "rm", "gold_rm": rm_dir})
     rouge = make_task("tldr", **knobs)
     sft = make_sft_arrays(task, 8, np.random.default_rng(0))  # the references themselves

@@ -170,7 +170,8 @@ def run_arm(b: Budget, arm: str, cls: str | None) -> dict:
     start = _point(b, start_dir, None)
     workdir = arm_dir(b, arm, cls)
     if a.kind == "sft":
-        return {"frontier": [{"step": 0, **start}], "selection_rule": None}
+        frontier = [{"step": 0, **start}]
+        return {"frontier": frontier, "selection_rule": None, "num_pairs": None, "num_prompts": None}
     if a.kind == "ppo":
         return _ppo(b, workdir, cls, start)
     if a.iterated:

@@ -16,7 +16,7 @@ from rlft.experiments.pipeline.arm_runs import Budget, arm_record, arm_settings
 from rlft.experiments.pipeline.evaluate import RewardModel
 from rlft.experiments.pipeline.pairs import take_pairs
 from rlft.experiments.pipeline.seed import SeedData, Sft
-from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key
+from rlft.experiments.pipeline.spec import cell_key
 from rlft.experiments.pipeline.training import deep_merge, epochs_to_steps, stage_config
 from rlft.rollout.scoring import load_reward_model
 from rlft.tasks import BanditTask

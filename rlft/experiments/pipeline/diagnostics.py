@@ -18,10 +18,10 @@ import jax
 import numpy as np
 
 from rlft.experiments.pipeline.arm_runs import Budget, arm_dir
+from rlft.experiments.pipeline.evaluate import load_policy
 from rlft.experiments.pipeline.isomorphic import total_variation
 from rlft.experiments.pipeline.pairs import informative_frac
 from rlft.models import ModelConfig, lm_logits
-from rlft.experiments.pipeline.evaluate import load_policy
 from rlft.rollout.scoring import FORWARD_BATCH, forward_dataset, logprob_scores
 from rlft.tasks import BanditTask, log_sigmoid
 

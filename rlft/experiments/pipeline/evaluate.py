@@ -13,7 +13,6 @@ import dataclasses
 import jax
 import numpy as np
 
-from rlft.data.judges import win_rate
 from rlft.models import ModelConfig
 from rlft.models.params_io import load_params
 from rlft.parallel import shard_batch
@@ -48,6 +47,11 @@ def gold_parts(task: Task, arrays: dict, prefix: str = "") -> dict[str, np.ndarr
     return task.gold_reward_parts(
         *split_sequences(arrays[prefix + "tokens"], arrays[prefix + "mask"], task.prompt_len)
     )
+
+
+def matched_win_rate(gold_a: np.ndarray, gold_b: np.ndarray) -> float:
+    """P(a beats b) on matched samples under the gold verifier, ties counting half."""
+    return float(np.mean((gold_a > gold_b) + 0.5 * (gold_a == gold_b)))
 
 
 def load_policy(workdir: str, cfg: ModelConfig, mesh):
@@ -122,8 +126,8 @@ def evaluate(ev: EvalSet, params, rms: dict[str, RewardModel]) -> dict:
         "kl_to_ref": float(np.mean(np.sum(s["logp"], axis=-1) - logp_ref)),
         "gold_reward": float(np.mean(parts["reward"])),
         "gold_reward_greedy": float(np.mean(parts_g["reward"])),
-        "win_rate_vs_sft": win_rate(parts["reward"], ev.ref_gold),
-        "win_rate_vs_sft_greedy": win_rate(parts_g["reward"], ev.ref_gold_greedy),
+        "win_rate_vs_sft": matched_win_rate(parts["reward"], ev.ref_gold),
+        "win_rate_vs_sft_greedy": matched_win_rate(parts_g["reward"], ev.ref_gold_greedy),
         "rm_scores": {c: float(np.mean(rm.scores(ev.cfg, s, ev.mesh))) for c, rm in rms.items()},
         "rm_scores_greedy": {
             c: float(np.mean(rm.scores(ev.cfg, g, ev.mesh))) for c, rm in rms.items()

@@ -88,7 +88,9 @@ class Sft:
 def train_sft(spec: ReproduceSpec, data: SeedData, mesh) -> Sft:
     recipe = spec.stages["sft"]
     steps = epochs_to_steps(spec.epochs.sft, spec.sft_examples, recipe["batch_size"])
-    config = stage_config(spec, "sft", seed=data.seed, total_steps=steps)
+    config = stage_config(
+        spec, "sft", seed=data.seed, total_steps=steps, init={"policy": spec.sft_init}
+    )
     path = os.path.join(data.dir, "sft")
     fp = units.claim(
         path, {"config": config, "task": data.family, "knobs": data.knobs, "n": spec.sft_examples}

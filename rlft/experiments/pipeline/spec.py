@@ -18,7 +18,7 @@ from rlft.errors import ConfigError
 from rlft.experiments.arms import ARMS
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
-from rlft.objectives.reward import RewardHparams, model_kind
+from rlft.objectives.reward import MODEL_CLASSES, RewardHparams, model_kind
 from rlft.tasks import TASKS
 
 STAGES = ("sft", "reward", "dpo", "ppo")
@@ -55,13 +55,17 @@ def _drop(section, dotted: str) -> None:
             del section[head]
 
 
-def stage_recipe(configs_dir: str, stage: str):
-    """`configs_dir`/<stage>.py:tiny without the pipeline-owned keys: what `rlft reproduce`
-    varies (a reproduce config passes its own folder)."""
-    c = load_config(os.path.join(configs_dir, f"{stage}.py"), "tiny")
+def strip_owned(config):
+    """A stage config without the pipeline-owned keys (in place; returned): a recipe."""
     for key in PIPELINE_OWNED:
-        _drop(c, key)
-    return c
+        _drop(config, key)
+    return config
+
+
+def stage_recipe(configs_dir: str, stage: str):
+    """`configs_dir`/<stage>.py:tiny as a recipe: what `rlft reproduce` varies (a reproduce
+    config passes its own folder)."""
+    return strip_owned(load_config(os.path.join(configs_dir, f"{stage}.py"), "tiny"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +139,7 @@ class ReproduceSpec:
     eval: EvalSpec
     stages: dict[str, dict]  # stage -> recipe (plain dict, pipeline-owned keys absent)
     sft_examples: int
+    sft_init: str  # SFT's starting policy: "" random init, else an HF / rlft checkpoint dir
     parallel: ParallelSpec = ParallelSpec()
     raw: dict = dataclasses.field(default_factory=dict, compare=False)
 
@@ -158,6 +163,7 @@ TOP = (
     "model",
     "beta",
     "sft_examples",
+    "sft_init",
     *SECTIONS,
     *STAGES,
 )
@@ -198,10 +204,10 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     overrides = {k: dict(v) for k, v in as_dict(raw["reward_class_overrides"], "x").items()}
     for cls in classes:
         _check_reward_class(cls, model)  # before SFT, not after it
-    if not classes or sorted(set(overrides) - set(classes)):
+    if not classes or sorted(set(overrides) - set(MODEL_CLASSES)):
         raise ConfigError(
-            f"config.reward_classes={classes} must be non-empty and cover every key of "
-            f"config.reward_class_overrides ({sorted(overrides)})"
+            f"config.reward_classes={classes} must be non-empty and config."
+            f"reward_class_overrides ({sorted(overrides)}) may only name {list(MODEL_CLASSES)}"
         )
     stages = {s: _stage(raw[s], s) for s in STAGES}
     beta = float(raw["beta"])
@@ -218,6 +224,7 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
         beta=beta,
         stages=stages,
         sft_examples=int(raw["sft_examples"]),
+        sft_init=str(raw["sft_init"]),
         raw=raw,
         **sections,
     )
