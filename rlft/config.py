@@ -6,6 +6,7 @@ choices, so a typo never silently falls back to a default.
 
 import dataclasses
 import importlib.util
+import json
 import os
 from typing import Any
 
@@ -183,6 +184,14 @@ def parse_config(config: Any) -> RunConfig:
             f"config.optim.accum_steps={run.optim.accum_steps}"
         )
     return run
+
+
+def resolved(run: RunConfig) -> dict:
+    """The run's typed config after defaults and checks, as JSON data (the checkpoint meta's
+    record of what ran; `raw` keeps the config as given)."""
+    typed = dataclasses.asdict(dataclasses.replace(run, raw={}))
+    typed.pop("raw")
+    return json.loads(json.dumps(typed, default=str))
 
 
 def load_config(path: str, variant: str | None = None):

@@ -116,6 +116,9 @@ def test_reward_checkpoint_records_its_class(rm_classes, model_class):
     """The class is resolved once, at training, into the meta that PPO and the scorers read."""
     _, meta = read_meta(rm_classes[model_class])
     assert meta["models"]["reward"]["model_class"] == model_class
+    # The resolved typed config is recorded too: defaults filled in, the class in its hparams.
+    assert meta["resolved"]["hparams"] == {"model_class": model_class}
+    assert meta["resolved"]["optim"]["eps"] == 1e-5 and "raw" not in meta["resolved"]
 
 
 def test_tiny_ppo_runs_on_a_bilinear_reward_model(rm_classes):

@@ -1,13 +1,13 @@
-"""The isomorphic control solved exactly (rlft/experiments/isomorphic.py, control.py): both roads
-coincide, each objective matches a plain-loop reference, both approach the label optimum, and
-breaking the correspondence (or the shared ridge) separates them."""
+"""The isomorphic control solved exactly (rlft/experiments/pipeline/isomorphic.py and
+control.py): both roads coincide, each objective matches a plain-loop reference, both approach
+the label optimum, and breaking the correspondence (or the shared ridge) separates them."""
 
 import math
 
 import numpy as np
 import pytest
 
-from rlft.experiments import control, isomorphic
+from rlft.experiments.pipeline import control, isomorphic
 from rlft.tasks import bradley_terry_labels, make_task
 
 

@@ -449,11 +449,11 @@ def test_notebook_only_calls_public_rlft_functions():
             imported += [(node.module, a.name) for a in node.names]
         if isinstance(node, ast.Attribute):
             assert not node.attr.startswith("_"), node.attr
-    assert ("rlft.experiments.reproduce", "run_reproduce") in imported
+    assert ("rlft.experiments.pipeline.run", "run_reproduce") in imported
     assert ("rlft.config", "load_config") in imported
     for module, name in imported:
         assert not name.startswith("_"), name
         names = _public_names(module)
-        if names is not None:  # reproduce.py may still be in the works
+        if names is not None:
             assert name in names, f"{module}.{name} does not exist"
     assert '"configs/reproduce.py", "quick"' in code

@@ -223,7 +223,7 @@ def _micro_hypotheses():
     c.tasks = ("bandit",)
     c.label_budgets = (32, 64)
     c.labels.sources = ("sft", "wide")
-    c.arms = ("sft", "offline_dpo", "online_dpo", "online_dpo_more_prompts")
+    c.arms = ("sft", "offline_dpo", "online_dpo", "iterated_online_dpo", "online_dpo_more_prompts")
     return c
 
 

@@ -176,10 +176,18 @@ def test_bilinear_refuses_a_large_vocabulary():
         ValueError, match=r"reward.model_class=bilinear.*V x V table.*last, mean or sum"
     ):
         init_params("bilinear", big, jax.random.key(0))
-    from rlft.experiments.spec import _check_reward_class  # noqa: PLC0415
+    # `rlft reproduce` checks the class against the model before any training.
+    from rlft.config import load_config  # noqa: PLC0415
+    from rlft.experiments.pipeline.spec import parse_reproduce  # noqa: PLC0415
+    from tests.helpers import REPO_CONFIGS  # noqa: PLC0415
 
-    with pytest.raises(ConfigError, match=r"config.reward.model_class=bilinear.*vocab_size=4097"):
-        _check_reward_class("bilinear", big)
-    _check_reward_class("bilinear", model_config("tiny", vocab_size=4096))
-    with pytest.raises(ConfigError, match="reward.model_class"):
-        _check_reward_class("max", big)
+    c = load_config(f"{REPO_CONFIGS}/reproduce.py")
+    c.reward_classes = ("bilinear",)
+    c.model = dict(preset="tiny", vocab_size=4097)
+    with pytest.raises(ConfigError, match=r"config.reward_classes: .*bilinear.*vocab_size=4097"):
+        parse_reproduce(c)
+    c.model = dict(preset="tiny", vocab_size=4096)
+    parse_reproduce(c)
+    c.reward_classes = ("max",)
+    with pytest.raises(ConfigError, match="reward.model_class='max'"):
+        parse_reproduce(c)

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from rlft.config import RunConfig, parse_config
+from rlft.config import RunConfig, parse_config, resolved
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
 from rlft.errors import ConfigError, NonFiniteLossError
@@ -77,6 +77,7 @@ def _meta(run: RunConfig, stage, loop_step: int) -> dict:
         },
         "data_position": {"step": loop_step, "batch_size": run.batch_size, "seed": run.seed},
         "config": run.raw,
+        "resolved": resolved(run),
     }
 
 

@@ -73,6 +73,12 @@ def arm_dir(b: Budget, arm: str, model_class: str | None) -> str:
     )
 
 
+def policy_dir(b: Budget, arm: str, model_class: str | None) -> str:
+    """Where the arm's final policy is checkpointed (an iterated arm: its last round)."""
+    unit = arm_dir(b, arm, model_class)
+    return os.path.join(unit, f"round{b.spec.online.rounds - 1}") if ARMS[arm].iterated else unit
+
+
 def _scorer(b: Budget, arm: str, model_class: str | None):
     if ARMS[arm].scorer == "gold":
         return lambda s: gold_parts(b.data.task, s)["reward"]
@@ -171,7 +177,12 @@ def run_arm(b: Budget, arm: str, cls: str | None) -> dict:
     workdir = arm_dir(b, arm, cls)
     if a.kind == "sft":
         frontier = [{"step": 0, **start}]
-        return {"frontier": frontier, "selection_rule": None, "num_pairs": None, "num_prompts": None}
+        return {
+            "frontier": frontier,
+            "selection_rule": None,
+            "num_pairs": None,
+            "num_prompts": None,
+        }
     if a.kind == "ppo":
         return _ppo(b, workdir, cls, start)
     if a.iterated:

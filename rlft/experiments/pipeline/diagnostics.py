@@ -17,7 +17,7 @@ import functools
 import jax
 import numpy as np
 
-from rlft.experiments.pipeline.arm_runs import Budget, arm_dir
+from rlft.experiments.pipeline.arm_runs import Budget, arm_dir, policy_dir
 from rlft.experiments.pipeline.evaluate import load_policy
 from rlft.experiments.pipeline.isomorphic import total_variation
 from rlft.experiments.pipeline.pairs import informative_frac
@@ -123,10 +123,11 @@ def choices(task: BanditTask, probs_NxV: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def policy_params(b: Budget, arm: str, model_class: str | None):
+    """The arm's final policy (SFT's params for sft)."""
     return (
         b.sft.params
         if arm == "sft"
-        else load_policy(arm_dir(b, arm, model_class), b.spec.model, b.mesh)
+        else load_policy(policy_dir(b, arm, model_class), b.spec.model, b.mesh)
     )
 
 

@@ -6,7 +6,8 @@ each pair source and label budget N (a prefix of those pairs; budget.py): one re
 reward-model class, then every arm (arm_runs.py) trained along its frontier, and the
 diagnostics. The records go to the report (rlft/experiments/report), which writes results.json,
 report.md and plots. Every unit is fingerprinted (units.py): a rerun resumes; a rerun with
-changed settings stops instead of reusing.
+changed settings stops at the first unit they change instead of reusing it (adding seeds, arms
+or budgets reuses the units whose settings are unchanged).
 """
 
 import dataclasses
@@ -19,7 +20,7 @@ from rlft.experiments.arms import uses_reward_model
 from rlft.experiments.pipeline import seed as seeds
 from rlft.experiments.pipeline import units
 from rlft.experiments.pipeline.budget import make_budget, run_budget
-from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reproduce
+from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reproduce, resolved
 from rlft.experiments.report.render import write_outputs
 from rlft.parallel import make_mesh
 
@@ -66,7 +67,6 @@ def _cell_entry(spec, data, source: str, cls: str) -> dict:
 def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
     """Run every task x seed x source x budget x arm; write results.json, report.md, plots."""
     spec = parse_reproduce(config)
-    units.claim(workdir, {"config": spec.raw})  # the whole workdir belongs to one config
     mesh = make_mesh(spec.parallel.data, spec.parallel.fsdp)
     start = time.time()
     bar = tqdm(
@@ -84,11 +84,12 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
             bar.update(1)
             for source in spec.labels.sources:
                 pairs = seeds.label(spec, data, sft, source, mesh)
-                labels_fp = units.fingerprint(
+                labels_fp = units.fingerprint(  # the pair pool: labelling, source, its size
                     {
                         "sft": sft.fingerprint,
                         "labels": dataclasses.asdict(spec.labels),
                         "source": source,
+                        "prompts": len(data.pref_prompts["prompt_tokens"]),
                     }
                 )
                 for cls in spec.reward_classes:
@@ -108,4 +109,4 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
         "primary_eval": spec.eval.primary,
     }
     records["wall_time_s"] = time.time() - start
-    return write_outputs(workdir, spec.raw, records)
+    return write_outputs(workdir, resolved(spec), records)

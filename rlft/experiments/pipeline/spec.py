@@ -10,6 +10,7 @@ arms, reward-model classes, labelling, online sampling, epochs, frontier and eva
 
 import copy
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -296,6 +297,13 @@ def _check_sources(labels: LabelSpec) -> LabelSpec:
             f"config.labels.sources={sources!r}: need distinct entries from {list(LABEL_SOURCES)}"
         )
     return dataclasses.replace(labels, sources=sources)
+
+
+def resolved(spec: ReproduceSpec) -> dict:
+    """The typed reproduce config after defaults and checks, as JSON data (results.json)."""
+    typed = dataclasses.asdict(dataclasses.replace(spec, raw={}))
+    typed.pop("raw")
+    return json.loads(json.dumps(typed, default=str))
 
 
 def cell_key(task: str, source: str, model_class: str, spec: ReproduceSpec) -> str:
