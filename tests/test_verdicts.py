@@ -90,6 +90,11 @@ def test_h6_not_applicable_without_its_premise(rm_lead, headroom, named):
     assert f"premise not measured ({named} not shown above 0)" in note
     assert "RM - DPO held-out accuracy " in note and "oracle best-of-K headroom " in note
     assert all_h6[0]["mean"] == pytest.approx(0.3, abs=0.05)  # the outcome is still shown
+    # ... and the paper's empirical finding is still judged on it (a positive gain here).
+    assert all_h6[0]["paper_verdict"] == "supported"
+    assert note.endswith(
+        "the paper's finding (online beats offline), judged without the premise: supported"
+    )
 
 
 def test_h6_not_applicable_without_a_common_kl_range():

@@ -96,8 +96,12 @@ def _rm_minus_kl(b: Budget, model_class: str):
 
 
 def _heldout_dpo(b: Budget, held: dict, ref_params, temperature: float):
-    """mean log sigmoid(beta * ((log pi - log ref)(chosen) - (log pi - log ref)(rejected)))."""
+    """mean log sigmoid(beta * ((log pi - log ref)(chosen) - (log pi - log ref)(rejected))), or
+    None at every point when there are no held-out pairs (every held-out prompt's K samples
+    scored alike): then the arm has no selected checkpoint."""
     cfg, mesh = b.spec.model, b.mesh
+    if not len(held["chosen_tokens"]):
+        return lambda params, _: None
 
     def logps(params):
         return [
@@ -162,10 +166,9 @@ def _dpo(b: Budget, workdir, pairs, start_dir, ref_dir, temperature, epochs, sel
     bundle = DataBundle(
         task.eos_id, task.pad_id, task.vocab_size, pairs=take_pairs(pairs, slice(None))
     )
-    points = spec.frontier.points
     return train_frontier(
-        config, workdir, bundle, points, lambda w, _: _point(b, w, selection), offset
-    ), config
+        config, workdir, bundle, spec.frontier.points, lambda w, _: _point(b, w, selection), offset
+    )
 
 
 def run_arm(b: Budget, arm: str, cls: str | None) -> dict:
@@ -176,13 +179,7 @@ def run_arm(b: Budget, arm: str, cls: str | None) -> dict:
     start = _point(b, start_dir, None)
     workdir = arm_dir(b, arm, cls)
     if a.kind == "sft":
-        frontier = [{"step": 0, **start}]
-        return {
-            "frontier": frontier,
-            "selection_rule": None,
-            "num_pairs": None,
-            "num_prompts": None,
-        }
+        return {"frontier": [{"step": 0, **start}], "num_pairs": None, "num_prompts": None}
     if a.kind == "ppo":
         return _ppo(b, workdir, cls, start)
     if a.iterated:
@@ -199,10 +196,9 @@ def run_arm(b: Budget, arm: str, cls: str | None) -> dict:
     selection = _heldout_dpo(b, held, start_params, temperature)
     start = {**start, "selection": selection(start_params, start)}
     epochs = spec.epochs.dpo if a.pairs == "labels" else spec.epochs.online_dpo
-    frontier, _ = _dpo(b, workdir, pairs, start_dir, start_dir, temperature, epochs, selection)
+    frontier = _dpo(b, workdir, pairs, start_dir, start_dir, temperature, epochs, selection)
     return {
         "frontier": [{"step": 0, **start}, *frontier],
-        "selection_rule": "heldout_dpo_loglik",
         "num_pairs": int(len(pairs["chosen_tokens"])),
         "num_prompts": int(len(prompts["prompt_tokens"])) if a.pairs == "online" else b.n,
     }
@@ -218,7 +214,7 @@ def _iterated(b: Budget, arm: str, cls: str, workdir: str, start: dict) -> dict:
         params = load_policy(current, spec.model, b.mesh)
         pairs = _online_pairs(b, arm, cls, params, b.prompts(b.train_rows), f"round{r}")
         round_dir = os.path.join(workdir, f"round{r}")
-        points, _ = _dpo(
+        points = _dpo(
             b,
             round_dir,
             pairs,
@@ -233,7 +229,6 @@ def _iterated(b: Budget, arm: str, cls: str, workdir: str, start: dict) -> dict:
         current, num_pairs = round_dir, [*num_pairs, int(len(pairs["chosen_tokens"]))]
     return {
         "frontier": frontier,
-        "selection_rule": "heldout_rm_minus_beta_kl",
         "num_pairs": int(sum(num_pairs)),
         "num_prompts": b.n,
         "pairs_per_round": num_pairs,
@@ -261,7 +256,6 @@ def _ppo(b: Budget, workdir: str, cls: str, start: dict) -> dict:
     )
     return {
         "frontier": [{"step": 0, **start, "selection": selection(None, start)}, *frontier],
-        "selection_rule": "heldout_rm_minus_beta_kl",
         "num_pairs": None,
         "num_prompts": b.n,
     }
@@ -295,8 +289,9 @@ def arm_record(b: Budget, arm: str, cls: str | None) -> dict:
         arm_record(b, "offline_dpo", None)  # its final policy is this arm's start
     unit = arm_dir(b, arm, cls) if arm != "sft" else os.path.join(b.dir, "sft_eval")
     t0 = time.time()
-    return units.cached(
-        unit,
-        arm_settings(b, arm, cls),
-        lambda: {**run_arm(b, arm, cls), "wall_s": time.time() - t0},
-    )
+
+    def compute():
+        rule = ARMS[arm].selection_rule  # the arm table says which objective picks
+        return {**run_arm(b, arm, cls), "selection_rule": rule, "wall_s": time.time() - t0}
+
+    return units.cached(unit, arm_settings(b, arm, cls), compute)
