@@ -457,3 +457,17 @@ def test_notebook_only_calls_public_rlft_functions():
         if names is not None:
             assert name in names, f"{module}.{name} does not exist"
     assert '"configs/reproduce.py", "quick"' in code
+
+
+def test_arm_time_counts_each_unit_once():
+    """A second reward-model class adds its RM-driven arms' time, not the shared arms' again."""
+    from rlft.experiments.arms import uses_reward_model  # noqa: PLC0415
+    from rlft.experiments.report.summary import arms_wall_s  # noqa: PLC0415
+
+    records = make_records(budgets=(250,))
+    once = sum(r["wall_s"] for r in records["runs"])
+    keyed = [r for r in records["runs"] if r["task"] == "keyed"]
+    records["tasks"]["keyed@mean"] = {**records["tasks"]["keyed"], "reward_class": "mean"}
+    records["runs"] += [{**r, "task": "keyed@mean"} for r in keyed]
+    extra = sum(r["wall_s"] for r in keyed if uses_reward_model(r["arm"]))
+    assert extra > 0 and arms_wall_s(records) == pytest.approx(once + extra)

@@ -41,8 +41,11 @@ def _head(results: Mapping) -> str:
         [
             TITLE,
             "",
-            f"{len(results['runs'])} runs over {n_cells} cell(s) and {len(seeds)} seed(s), wall "
-            f"time {results['wall_time_s'] / 60:.1f} min. Headline verdicts use the primary "
+            f"{len(results['runs'])} runs over {n_cells} cell(s) and {len(seeds)} seed(s). Wall "
+            f"time of the invocation that wrote this report {results['wall_time_s'] / 60:.1f} "
+            "min (a rerun reads finished units from disk); the arms' own training and "
+            f"evaluation, summed over units, {results['arms_wall_s'] / 60:.1f} min. Headline "
+            "verdicts use the primary "
             f"evaluation, {eval_name(s, s['primary_eval'])}; tables also give "
             f"{eval_name(s, 'sample' if s['primary_eval'] == 'greedy' else 'greedy')}. "
             f"beta = {s['beta']:g}. Means over seeds ± the Student-t 95% half-width; differences "

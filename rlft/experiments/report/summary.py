@@ -10,6 +10,7 @@ diagnostics, verdicts and the map come from their own modules.
 
 from collections.abc import Mapping
 
+from rlft.experiments.arms import uses_reward_model
 from rlft.experiments.report import control, diagnostics, frontier, stats
 from rlft.experiments.report.cells import TASK_ROLES, arm_runs, cell_order, index_rows, sorted_keys
 from rlft.experiments.report.comparisons import HEADLINE, comparison_rows, find
@@ -107,6 +108,25 @@ def frontier_rows(index: Mapping, order: list[str]) -> list[dict]:
     return rows
 
 
+def arms_wall_s(records: Mapping) -> float:
+    """Seconds the arms took to train and evaluate when they ran, summed over distinct units (an
+    arm that does not use the reward model appears in every class's cell but ran once)."""
+    units = {}
+    for r in records["runs"]:
+        cell = records["tasks"][r["task"]]
+        model_class = cell["reward_class"] if uses_reward_model(r["arm"]) else None
+        key = (
+            cell["task"],
+            cell["label_source"],
+            r["seed"],
+            r["label_budget"],
+            r["arm"],
+            model_class,
+        )
+        units[key] = float(r.get("wall_s") or 0.0)
+    return sum(units.values())
+
+
 def build_results(config: Mapping | None, records: Mapping) -> dict:
     """The results.json object (JSON-safe: NaN written as null), verdicts and map included.
 
@@ -125,6 +145,7 @@ def build_results(config: Mapping | None, records: Mapping) -> dict:
         "tasks": json_safe(records["tasks"]),
         "task_roles": dict(TASK_ROLES),
         "wall_time_s": float(records["wall_time_s"]),
+        "arms_wall_s": arms_wall_s(records),
         "runs": json_safe(records["runs"]),
         "summary": json_safe(arm_rows(index, order, comparisons, primary)),
         "frontier": json_safe(frontier_rows(index, order)),
