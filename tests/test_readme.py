@@ -39,15 +39,8 @@ def test_readme_block_from_synthetic_results():
 
 
 def test_readme_holds_the_block_of_the_committed_results():
-    if not os.path.exists(RESULTS):
-        pytest.skip("docs/results/results.json is not committed yet")
     with open(RESULTS) as f:
         results = json.load(f)
-    if "settings" not in results:
-        pytest.skip(
-            "docs/results/results.json predates the frontier report (no 'settings' key): "
-            "rerun the default `rlft reproduce` and commit its results to enable this test"
-        )
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
     block = readme_block(results)
