@@ -200,7 +200,7 @@ def test_report_section_and_control_verdicts():
         r for r in rows if "online_dpo - offline_dpo" in r["quantity"] and "TV" in r["quantity"]
     ]
     # Theorem 2.2 predicts no difference: an interval covering 0 supports it.
-    assert arm_rows and all(r["verdict"] == "supported" for r in arm_rows)
+    assert arm_rows and all(r["verdict"] == "not contradicted" for r in arm_rows)
     text = render_report(results)
     assert "## Isomorphic control: both roads to convergence" in text
     assert "| online_dpo | 0.102 |" in text  # seed mean of 0.1 + (0.01 - 0.01 + 0.005) / 3

@@ -36,8 +36,8 @@ def verdicts(results, hid):
         (-0.3, -0.1, "negative", "supported"),
         (0.1, 0.3, "not positive", "contradicted"),
         (-0.3, -0.1, "not positive", "supported"),
-        (-0.1, 0.3, "not positive", "supported"),
-        (-0.1, 0.3, "zero", "supported"),
+        (-0.1, 0.3, "not positive", "not contradicted"),
+        (-0.1, 0.3, "zero", "not contradicted"),
         (0.1, 0.3, "zero", "contradicted"),
         (float("nan"), float("nan"), "positive", "inconclusive"),
     ],
@@ -135,7 +135,7 @@ def test_h6a_not_applicable_without_an_advantage_to_shrink(gain, noise):
 
 def test_h6b_predicts_no_improvement_on_the_hard_verifier():
     (row,) = rows(results_for(gain={"rouge": 0.0}, noise=0.05, budgets=(250,)), "H6b")
-    assert row["verdict"] == "supported" and "no improvement detected" in row["note"]
+    assert row["verdict"] == "not contradicted" and "no improvement detected" in row["note"]
     (row,) = rows(results_for(gain={"rouge": 0.1}, budgets=(250,)), "H6b")
     assert row["verdict"] == "contradicted"
     assert verdicts(results_for(gain={"keyed": 0.1}, budgets=(250,)), "H6b") == [NOT_RUN]
@@ -186,7 +186,7 @@ def test_h3_extra_arms_against_online_dpo():
     head = {r["quantity"].split(" gold")[0]: r["verdict"] for r in rows(results, "H3")}
     assert head == {
         "iterated_online_dpo - online_dpo": "contradicted",  # gains 0.1 per nat
-        "online_dpo_more_prompts - online_dpo": "supported",  # identical to online DPO
+        "online_dpo_more_prompts - online_dpo": "not contradicted",  # = online DPO
     }
     base = ("sft", "offline_dpo", "online_dpo")
     assert verdicts(results_for(gain={"keyed": 0.1}, budgets=(250,), arms=base), "H3") == [NOT_RUN]
@@ -203,7 +203,7 @@ def test_h4_narrow_and_wide_cells_and_the_gap_role():
 
 def test_control_predicts_no_difference():
     (row,) = rows(results_for(gain={"bandit": 0.0}, noise=0.05, budgets=(250,)), "control")
-    assert row["verdict"] == "supported" and row["task"] == "bandit"
+    assert row["verdict"] == "not contradicted" and row["task"] == "bandit"
     (row,) = rows(results_for(gain={"bandit": 0.2}, budgets=(250,)), "control")
     assert row["verdict"] == "contradicted"
 

@@ -45,7 +45,7 @@ def not_run(hid: str, why: str) -> dict:
 
 def _note(lo: float, hi: float, predicted: str, verdict: str) -> str:
     """Why a prediction of no improvement / no difference counts an interval covering 0."""
-    if verdict != "supported" or lo > 0 or hi < 0:
+    if verdict != stats.NOT_CONTRADICTED:
         return ""
     if predicted == "not positive":
         reach = f" (the interval reaches {num(hi, '+.3f')})" if round(hi, 3) > 0 else ""

@@ -50,9 +50,10 @@ def _head(results: Mapping) -> str:
             f"{eval_name(s, 'sample' if s['primary_eval'] == 'greedy' else 'greedy')}. "
             f"beta = {s['beta']:g}. Means over seeds ± the Student-t 95% half-width; differences "
             "between arms are paired by seed (same SFT policy and labels) as mean [95% CI]. A "
-            "verdict is *supported* or *contradicted* only when the interval excludes 0 (for a "
-            "prediction of no improvement or no difference, *supported* when the interval does "
-            "not show one); *not applicable* when the rule's premise was not measured. One seed "
+            "verdict is *supported* or *contradicted* only when the interval excludes 0; a "
+            "prediction of no improvement or no difference whose interval covers 0 is *not "
+            "contradicted* (an interval cannot show a null: fewer seeds would make that "
+            "easier); *not applicable* when the rule's premise was not measured. One seed "
             "gives no interval and no verdict.",
             "",
         ]

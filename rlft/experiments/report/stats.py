@@ -92,16 +92,20 @@ def sign_verdict(lo: float, hi: float) -> str:
     return "zero"
 
 
+NOT_CONTRADICTED = "not contradicted"  # a null prediction whose interval covers 0
+
+
 def verdict(lo: float, hi: float, predicted: str = "positive") -> str:
-    """Verdict on a predicted sign of a difference: supported, contradicted or inconclusive.
+    """Verdict on a predicted sign of a difference.
 
     predicted "positive": supported iff the interval lies above 0, contradicted iff below,
     else inconclusive; "negative": the mirror image. predicted "not positive" (a prediction of
-    no improvement, PAPER.md H3 and H6b): contradicted iff the interval lies above 0, else
-    supported (no improvement detected at this precision). predicted "zero" (two roads that
-    should coincide, the isomorphic control): supported when the interval covers 0, else
-    contradicted. Without an interval (1 seed, or NaN bounds): inconclusive. Raises ValueError
-    on an unknown prediction.
+    no improvement, PAPER.md H3 and H6b): contradicted iff the interval lies above 0, supported
+    iff it lies below, else "not contradicted" (no improvement detected at this precision: an
+    interval covering 0 cannot support a null without an equivalence margin, and fewer seeds
+    would make it easier). predicted "zero" (two roads that should coincide, the isomorphic
+    control): "not contradicted" when the interval covers 0, else contradicted. Without an
+    interval (1 seed, or NaN bounds): inconclusive. Raises ValueError on an unknown prediction.
     """
     if predicted not in PREDICTIONS:
         raise ValueError(f"unknown prediction {predicted!r}; expected one of {PREDICTIONS}")
@@ -109,9 +113,9 @@ def verdict(lo: float, hi: float, predicted: str = "positive") -> str:
     if sign == "no CI":
         return "inconclusive"
     if predicted == "zero":
-        return "supported" if sign == "zero" else "contradicted"
+        return NOT_CONTRADICTED if sign == "zero" else "contradicted"
     if predicted == "not positive":
-        return "contradicted" if sign == "positive" else "supported"
+        return {"positive": "contradicted", "negative": "supported"}.get(sign, NOT_CONTRADICTED)
     if sign == "zero":
         return "inconclusive"
     return "supported" if sign == predicted else "contradicted"
