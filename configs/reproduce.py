@@ -23,15 +23,17 @@ configs/<stage>.py:tiny (one vocabulary: `--config.dpo.optim.learning_rate=...` 
 `--config.optim.learning_rate=...` there) without the keys the pipeline sets per unit (where a
 stage starts, its length, seed, data, model and layout: spec.PIPELINE_OWNED). Steps come from
 `epochs`: total_steps = ceil(epochs x rows / batch_size). `beta` is one reference shared by
-DPO's beta and PPO's KL coefficient (H2: identical beta and SFT reference for every arm):
-override it as --config.beta=..., never through a stage field. Settings were fixed by the
-diagnostics named beside them (held-out preference log-likelihood, SFT fit, pair yield), before
-and without comparing arms; docs/tasks.md and docs/results/ say how they were measured.
+DPO's beta and PPO's KL coefficient (H2: identical beta; online and offline DPO from SFT share
+the SFT reference): override it as --config.beta=..., never through a stage field. The settings
+whose comments give a measurement were fixed by the diagnostics named beside them (held-out
+preference log-likelihood, SFT fit, pair yield), before and without comparing arms;
+docs/tasks.md and docs/results/ say how they were measured.
 
 Arms (rlft.experiments.arms.ARMS): sft, offline_dpo, online_dpo (best/worst of K SFT samples by
 the RM), online_dpo_from_dpo (from and referenced to offline DPO), iterated_online_dpo (rounds of
 sample / score / DPO from the current policy, SFT reference), ppo, oracle_online_dpo (scored by
-the gold verifier); extra: online_dpo_more_prompts (H3).
+the gold verifier, its checkpoint chosen by gold-scored pairs too); extra:
+online_dpo_more_prompts (H3). KL is measured to the SFT policy for every arm.
 """
 
 import os

@@ -10,7 +10,7 @@ at once and one command never loads another's stack (JAX, Orbax, the reproduce p
 import os
 import sys
 
-from rlft.errors import BatchError, CheckpointError, ConfigError, NonFiniteLossError
+from rlft.errors import BatchError, CheckpointError, ConfigError, NonFiniteLossError, RunStopped
 
 USAGE = """usage: rlft <command> [flags]
 
@@ -91,6 +91,9 @@ def _reproduce(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"rlft reproduce: error: {e}", file=sys.stderr)
         return 1
+    except RunStopped as e:
+        print(f"rlft reproduce: {e}")
+        return 0
     print(f"rlft reproduce: done. {fv.workdir}/results.json, {fv.workdir}/report.md")
     return 0
 

@@ -89,8 +89,9 @@ def as_dict(section: Any, path: str) -> dict:
     raise ConfigError(f"config.{path} must be a section (ConfigDict/dict), got {section!r}")
 
 
-def to_dataclass(cls, section: Any, path: str):
-    """Build `cls` from a section; unknown keys raise naming `config.<path>.<key>`."""
+def to_dataclass(cls, section: Any, path: str, complete: bool = False):
+    """Build `cls` from a section; unknown keys raise naming `config.<path>.<key>`, and so do
+    missing ones when `complete` (a document that must state every setting)."""
     values = as_dict(section, path)
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - valid)
@@ -98,6 +99,12 @@ def to_dataclass(cls, section: Any, path: str):
         raise ConfigError(
             f"unknown key(s) {[f'config.{path}.{k}' for k in unknown]}; "
             f"valid keys of config.{path}: {sorted(valid)}"
+        )
+    missing = sorted(valid - set(values)) if complete else []
+    if missing:
+        raise ConfigError(
+            f"config.{path} lacks {[f'config.{path}.{k}' for k in missing]}; the reproduce "
+            "config states every setting (see configs/reproduce.py)"
         )
     try:
         return cls(**values)

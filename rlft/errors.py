@@ -23,3 +23,9 @@ class BatchError(ValueError):
 
 class NonFiniteLossError(FloatingPointError):
     """Loss became NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class RunStopped(Exception):
+    """A signal (SIGTERM, Ctrl-C) stopped training after a checkpoint was saved; rerunning the
+    same command resumes. Raised by `rlft reproduce`, whose units must not go on with a
+    half-trained model."""

@@ -326,3 +326,53 @@ def test_wide_pairs_mix_sources_and_keep_the_layout():
         assert (wide[f"{side}_tokens"][rows, 2] == task.eos_id).all()
         gold = gold_parts(task, wide, f"{side}_")["reward"]
         np.testing.assert_allclose(gold, wide[f"{side}_gold"])
+
+
+def _tiny_sft(total_steps: int = 4) -> tuple[dict, object]:
+    from rlft.data.synthetic import SyntheticConfig, synthetic_bundle  # noqa: PLC0415
+
+    c = load_config(os.path.join(REPO_CONFIGS, "sft.py"), "tiny").to_dict()
+    c.update(total_steps=total_steps, checkpoint_every=total_steps, log_every=1)
+    c.pop("data")
+    return c, synthetic_bundle(SyntheticConfig(num_examples=64))
+
+
+def test_frontier_resumes_point_by_point_and_refuses_a_passed_mark(tmp_path):
+    """A unit interrupted between its marks resumes to the same points as a fresh run; a
+    checkpoint past an unevaluated mark (which only an older run could leave) is refused."""
+    from rlft.experiments.pipeline.training import train_frontier, train_to  # noqa: PLC0415
+    from rlft.models.params_io import read_meta  # noqa: PLC0415
+
+    config, bundle = _tiny_sft()
+
+    def evaluate(workdir, step):  # what the policy under evaluation is: its checkpoint's step
+        return {"checkpoint": read_meta(workdir)[0]}
+
+    fresh = train_frontier(config, str(tmp_path / "a"), bundle, 2, evaluate)
+    assert [(p["step"], p["checkpoint"]) for p in fresh] == [(2, 2), (4, 4)]
+
+    calls = []
+
+    def crash_at_the_second_point(workdir, step):
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed after training to step 4, before evaluating it
+        return evaluate(workdir, step)
+
+    with pytest.raises(KeyboardInterrupt):
+        train_frontier(config, str(tmp_path / "b"), bundle, 2, crash_at_the_second_point)
+    assert train_frontier(config, str(tmp_path / "b"), bundle, 2, evaluate) == fresh
+
+    train_to(config, str(tmp_path / "c"), bundle)  # step 4 saved, mark 2 never evaluated
+    with pytest.raises(RuntimeError, match="latest checkpoint is step 4, expected 2"):
+        train_frontier(config, str(tmp_path / "c"), bundle, 2, evaluate)
+
+
+def test_a_signal_stops_the_pipeline_instead_of_using_a_half_trained_unit(monkeypatch, tmp_path):
+    from rlft.errors import RunStopped  # noqa: PLC0415
+    from rlft.experiments.pipeline import training  # noqa: PLC0415
+
+    config, bundle = _tiny_sft()
+    monkeypatch.setattr(training, "train", lambda *a, **k: {"stopped_by": "SIGTERM", "step": 1})
+    with pytest.raises(RunStopped, match="stopped by SIGTERM at step 1"):
+        training.train_to(config, str(tmp_path), bundle)

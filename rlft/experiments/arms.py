@@ -2,11 +2,11 @@
 
 An arm is a way to turn the same preference data into a policy. `kind` is how it trains (sft:
 not at all; dpo: the DPO loss on pairs; ppo: RL against a scorer); `start` the policy it starts
-from, which is also the reference of its DPO log-ratios and KL (PAPER.md section 4: online DPO
-from the offline-DPO policy uses that policy as start and reference); `pairs` where its DPO
-pairs come from (the labelled pairs, or online: best and worst of K samples of the current
-policy by `scorer`); `scorer` the reward it uses (the global reward model or the gold
-verifier); `prompts` the prompts it samples on (the label budget's, or more:
+from, which is also the reference of its DPO log-ratios (PAPER.md section 4: online DPO from the
+offline-DPO policy uses that policy as start and reference; KL is always measured to SFT);
+`pairs` where its DPO pairs come from (the labelled pairs, or online: best and worst of K
+samples of the current policy by `scorer`); `scorer` the reward it uses (the global reward model
+or the gold verifier); `prompts` the prompts it samples on (the label budget's, or more:
 online.more_prompts_factor x as many); an `iterated` arm resamples and retrains for
 config.online.rounds rounds, each from the policy the last one ended with, keeping the SFT
 reference.

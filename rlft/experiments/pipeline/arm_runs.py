@@ -2,13 +2,15 @@
 
 Every arm's record is its frontier: point 0 is its starting policy, then `frontier.points`
 checkpoints along its training. Each point holds the evaluation (evaluate.py) and `selection`,
-the arm's own held-out objective (higher is better, no gold inside), which picks its checkpoint:
+the arm's own held-out objective (higher is better; no gold inside, except for the oracle arm,
+whose own pairs are gold-scored), which picks its checkpoint:
 
     DPO arms          mean log sigmoid(beta * implicit margin) on held-out pairs of the arm's own
                       kind: the held-out labelled pairs (offline), or best/worst of K samples of
                       the starting policy on the held-out prompts by the arm's scorer (online)
-    PPO, iterated     held-out RM score - beta * KL(pi || pi_sft) (the KL-regularised objective
-                      both optimise; an iterated arm's rounds see different pairs)
+    PPO, iterated     held-out RM score - beta * KL(pi || pi_sft) on the held-out pair prompts
+                      (the KL-regularised objective both optimise; an iterated arm's rounds
+                      see different pairs)
 
 Online DPO computes log-probs from logits / T at its sampling temperature T, for policy and
 reference alike (the paper's rule). Units are cached under fingerprints (units.py).
@@ -24,7 +26,14 @@ import numpy as np
 from rlft.data.bundle import DataBundle
 from rlft.experiments.arms import ARMS, uses_reward_model
 from rlft.experiments.pipeline import units
-from rlft.experiments.pipeline.evaluate import RewardModel, evaluate, gold_parts, load_policy
+from rlft.experiments.pipeline.evaluate import (
+    RewardModel,
+    evaluate,
+    gold_parts,
+    load_policy,
+    rng_key,
+    sample,
+)
 from rlft.experiments.pipeline.pairs import best_worst_pairs, take_pairs
 from rlft.experiments.pipeline.seed import SeedData, Sft, derived_rng
 from rlft.experiments.pipeline.spec import ReproduceSpec
@@ -52,18 +61,22 @@ class Budget:
 
     @property
     def train_rows(self) -> np.ndarray:
+        """[n] the budget's labelled pairs: the first n of the pool."""
         return np.arange(self.n)
 
     @property
     def val_rows(self) -> np.ndarray:
+        """[num_val_pairs] the held-out pairs: the last rows of the pool, shared by budgets."""
         total = len(self.pairs["chosen_tokens"])
         return np.arange(total - self.spec.labels.num_val_pairs, total)
 
     def prompts(self, rows) -> dict:
+        """The pair prompts of `rows`: {'prompt_tokens', 'prompt_mask'} [len(rows), P]."""
         return {k: v[rows] for k, v in self.data.pref_prompts.items()}
 
 
 def arm_dir(b: Budget, arm: str, model_class: str | None) -> str:
+    """The arm's unit directory (per reward class when the arm uses the reward model)."""
     if arm == "sft":
         return b.sft.dir
     return (
@@ -92,7 +105,19 @@ def _point(b: Budget, workdir: str, selection) -> dict:
 
 
 def _rm_minus_kl(b: Budget, model_class: str):
-    return lambda params, p: p["rm_scores"][model_class] - b.spec.beta * p["kl_to_ref"]
+    """Held-out RM score - beta * KL(pi || pi_sft) of T=1 samples on the held-out pair prompts
+    (not the evaluation prompts, whose samples carry the reported gold), the same draws at
+    every checkpoint; KL as in evaluate.py, nats per response."""
+    cfg, mesh, task, rm = b.spec.model, b.mesh, b.data.task, b.rms[model_class]
+    prompts = b.prompts(b.val_rows)
+
+    def selection(params, _):
+        rng = derived_rng(b.data.name, b.data.seed, b.n, "heldout_rm_kl")
+        s = sample(cfg, params, prompts, task, rng_key(rng), mesh, num_samples=1, temperature=1.0)
+        kl = np.mean(np.sum(s["logp"], axis=-1) - logprob_scores(cfg, b.sft.params, s, mesh))
+        return float(np.mean(rm.scores(cfg, s, mesh)) - b.spec.beta * kl)
+
+    return selection
 
 
 def _heldout_dpo(b: Budget, held: dict, ref_params, temperature: float):
@@ -208,7 +233,7 @@ def _iterated(b: Budget, arm: str, cls: str, workdir: str, start: dict) -> dict:
     """Rounds of: K samples of the current policy, RM best/worst, DPO from the current policy
     with the SFT reference; selection by held-out RM score - beta * KL across all rounds."""
     spec, selection = b.spec, _rm_minus_kl(b, cls)
-    frontier = [{"step": 0, **start, "selection": selection(None, start)}]
+    frontier = [{"step": 0, **start, "selection": selection(b.sft.params, start)}]
     current, num_pairs = b.sft.dir, []
     for r in range(spec.online.rounds):
         params = load_policy(current, spec.model, b.mesh)
@@ -255,7 +280,7 @@ def _ppo(b: Budget, workdir: str, cls: str, start: dict) -> dict:
         config, workdir, bundle, spec.frontier.points, lambda w, _: _point(b, w, selection)
     )
     return {
-        "frontier": [{"step": 0, **start, "selection": selection(None, start)}, *frontier],
+        "frontier": [{"step": 0, **start, "selection": selection(b.sft.params, start)}, *frontier],
         "num_pairs": None,
         "num_prompts": b.n,
     }
@@ -268,7 +293,9 @@ def arm_settings(b: Budget, arm: str, cls: str | None) -> dict:
     if a.start == "offline_dpo":
         up["start"] = units.fingerprint(arm_settings(b, "offline_dpo", None))
     stages = {s: spec.stages[s] for s in ("dpo", "ppo")}
-    return {
+    evaluation = {k: v for k, v in dataclasses.asdict(spec.eval).items() if k != "primary"}
+    extra = {"devices": b.mesh.size} if a.prompts == "more" else {}  # prompts round to it
+    return extra | {
         "arm": dataclasses.asdict(a),
         "class": cls,
         "n": b.n,
@@ -278,7 +305,7 @@ def arm_settings(b: Budget, arm: str, cls: str | None) -> dict:
         "online": dataclasses.asdict(spec.online),
         "epochs": dataclasses.asdict(spec.epochs),
         "frontier": spec.frontier.points,
-        "eval": dataclasses.asdict(spec.eval),
+        "eval": evaluation,  # `primary` only picks the report's headline
         "model": spec.raw["model"],
     }
 

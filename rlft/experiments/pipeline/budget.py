@@ -17,10 +17,9 @@ from rlft.experiments.pipeline.evaluate import RewardModel
 from rlft.experiments.pipeline.pairs import take_pairs
 from rlft.experiments.pipeline.seed import SeedData, Sft
 from rlft.experiments.pipeline.spec import cell_key
-from rlft.experiments.pipeline.training import deep_merge, epochs_to_steps, stage_config
+from rlft.experiments.pipeline.training import deep_merge, epochs_to_steps, stage_config, train_to
 from rlft.rollout.scoring import load_reward_model
 from rlft.tasks import BanditTask
-from rlft.train.loop import train
 
 
 def train_reward_model(b: Budget, model_class: str) -> tuple[RewardModel, str, str]:
@@ -39,7 +38,10 @@ def train_reward_model(b: Budget, model_class: str) -> tuple[RewardModel, str, s
         total_steps=epochs_to_steps(spec.epochs.reward, b.n, batch_size),
     )
     path = os.path.join(b.dir, model_class, "reward")
-    fp = units.claim(path, {"config": config, "sft": b.sft.fingerprint, "labels": b.labels_fp})
+    # Upstream units by fingerprint, not by path: the same config under another spelling of
+    # --workdir is the same unit.
+    recipe = {k: v for k, v in config.items() if k != "init"}
+    fp = units.claim(path, {"config": recipe, "sft": b.sft.fingerprint, "labels": b.labels_fp})
     bundle = DataBundle(
         task.eos_id,
         task.pad_id,
@@ -47,12 +49,13 @@ def train_reward_model(b: Budget, model_class: str) -> tuple[RewardModel, str, s
         pairs=take_pairs(b.pairs, b.train_rows),
         reference=b.data.sft_arrays,
     )
-    train(config, path, progress=False, data=bundle)
+    train_to(config, path, bundle)
     params, saved_class = load_reward_model(path, spec.model, b.mesh)
     return RewardModel(params, saved_class), path, fp
 
 
 def make_budget(spec, data: SeedData, sft: Sft, source: str, pairs, labels_fp, n, mesh) -> Budget:
+    """Budget n of (task, seed, source) with one trained reward model per reward class."""
     base = data.dir if spec.labels.sources == ("sft",) else os.path.join(data.dir, source)
     b = Budget(
         spec, data, sft, source, pairs, n, os.path.join(base, f"n{n}"), mesh, {}, {}, {}, labels_fp
@@ -105,7 +108,14 @@ def run_budget(b: Budget, arm_names, bar) -> tuple[list[dict], list[dict]]:
                 run["policy_distance"] = distances[run["arm"]]
         if isinstance(b.data.task, BanditTask):  # the isomorphic control, also solved exactly
             path = os.path.join(b.dir, cls, "isomorphic")
-            iso = units.cached(path, settings, lambda c=cls: control.measure(b, arm_names, c))
+            trained = {  # the control measures every arm's policy: their units are inputs
+                arm: units.fingerprint(
+                    arm_settings(b, arm, cls if uses_reward_model(arm) else None)
+                )
+                for arm in dict.fromkeys(("offline_dpo", *arm_names))
+            }
+            iso_settings = {**settings, "arms": trained}
+            iso = units.cached(path, iso_settings, lambda c=cls: control.measure(b, arm_names, c))
             diag = {**diag, "isomorphic": iso}
         runs += cell_runs
         diags.append({**keys, **diag})

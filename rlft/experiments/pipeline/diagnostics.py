@@ -84,7 +84,8 @@ def measure(b: Budget, model_class: str) -> dict:
         "dpo_heldout_loglik": dpo_pairs["loglik"],
         "oracle_best_of_k_gain": float(np.mean(gold_NxK.max(axis=1)) - np.mean(gold_NxK)),
         "informative_label_frac": informative_frac(b.pairs, b.train_rows),
-        "label_agreement_with_gold": float(np.mean(gold_c >= gold_r)),
+        # Of the held-out labels whose responses differ in gold (ties are coin flips).
+        "label_agreement_with_gold": float(np.mean((gold_c > gold_r)[gold_c != gold_r])),
         "best_of_n": curves,
         "sft_fit": sft.fit,
     }

@@ -60,6 +60,7 @@ def load_policy(workdir: str, cfg: ModelConfig, mesh):
 
 
 def rng_key(rng: np.random.Generator):
+    """A JAX PRNG key drawn from a numpy generator (the pipeline's streams are numpy)."""
     return jax.random.PRNGKey(int(rng.integers(0, 2**31 - 1)))
 
 
@@ -71,6 +72,7 @@ class RewardModel:
     model_class: str
 
     def scores(self, cfg: ModelConfig, arrays: dict, mesh, prefix: str = "") -> np.ndarray:
+        """r(x, y) [N] of `prefix`tokens/mask/loss_mask (normalised: reference mean 0)."""
         return rm_scores(cfg, self.params, arrays, mesh, prefix, self.model_class)
 
 

@@ -6,8 +6,9 @@ each pair source and label budget N (a prefix of those pairs; budget.py): one re
 reward-model class, then every arm (arm_runs.py) trained along its frontier, and the
 diagnostics. The records go to the report (rlft/experiments/report), which writes results.json,
 report.md and plots. Every unit is fingerprinted (units.py): a rerun resumes; a rerun with
-changed settings stops at the first unit they change instead of reusing it (adding seeds, arms
-or budgets reuses the units whose settings are unchanged).
+changed settings stops at the first unit they change instead of reusing it (adding seeds,
+tasks or arms reuses the units whose settings are unchanged; a larger label budget changes the
+pair pool, so every unit below the SFT).
 """
 
 import dataclasses

@@ -17,10 +17,9 @@ from rlft.experiments.pipeline import units
 from rlft.experiments.pipeline.evaluate import EvalSet, gold_parts, load_policy, rng_key, sample
 from rlft.experiments.pipeline.pairs import labelled_pairs, wide_labelled_pairs
 from rlft.experiments.pipeline.spec import ReproduceSpec
-from rlft.experiments.pipeline.training import epochs_to_steps, stage_config
+from rlft.experiments.pipeline.training import epochs_to_steps, stage_config, train_to
 from rlft.rollout.scoring import logprob_scores
 from rlft.tasks import TASK_CONFIGS, Task, make_prompt_arrays, make_sft_arrays, make_task
-from rlft.train.loop import train
 
 
 def derived_rng(*keys) -> np.random.Generator:
@@ -46,6 +45,10 @@ class SeedData:
 
 
 def draw(spec: ReproduceSpec, name: str, seed: int, root: str) -> SeedData:
+    """The task of config.tasks entry `name` for run seed `seed`, and its drawn arrays.
+
+    Raises ValueError if the task's vocabulary does not fit config.model.vocab_size.
+    """
     knobs = dict(spec.task_knobs.get(name, {}))
     family = knobs.pop("family", name)
     if "seed" in {f.name for f in dataclasses.fields(TASK_CONFIGS[family])}:
@@ -86,6 +89,10 @@ class Sft:
 
 
 def train_sft(spec: ReproduceSpec, data: SeedData, mesh) -> Sft:
+    """SFT on the demonstrations (or resumed), then its evaluation samples and fit diagnostics.
+
+    Raises RunStopped if a signal stops the training (a rerun resumes).
+    """
     recipe = spec.stages["sft"]
     steps = epochs_to_steps(spec.epochs.sft, spec.sft_examples, recipe["batch_size"])
     config = stage_config(
@@ -98,7 +105,7 @@ def train_sft(spec: ReproduceSpec, data: SeedData, mesh) -> Sft:
     bundle = DataBundle(
         data.task.eos_id, data.task.pad_id, data.task.vocab_size, sft=data.sft_arrays
     )
-    train(config, path, progress=False, data=bundle)
+    train_to(config, path, bundle)
     params = load_policy(path, spec.model, mesh)
     task, cfg, e = data.task, spec.model, spec.eval
     rng = derived_rng(data.name, data.seed, "sft_eval")

@@ -20,7 +20,7 @@ from rlft.experiments.arms import ARMS
 from rlft.models import ModelConfig
 from rlft.models.bilinear import check_vocab
 from rlft.objectives.reward import MODEL_CLASSES, RewardHparams, model_kind
-from rlft.tasks import TASKS
+from rlft.tasks import TASK_CONFIGS, TASKS
 
 STAGES = ("sft", "reward", "dpo", "ppo")
 # Keys of a stage recipe the pipeline sets per unit; a recipe given to `rlft reproduce` must not
@@ -39,6 +39,7 @@ PIPELINE_OWNED = (
     "reward.model_class",
     "reward_model",
     "rollout.response_len",
+    "dpo.temperature",  # 1 offline; online arms: their sampling temperature (the paper's rule)
 )
 # Where the two responses of a preference pair come from (labels.sources): "sft", two SFT
 # samples (narrow: the paper's data); "wide", each response from a policy drawn per response
@@ -193,7 +194,13 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     for arm in raw["arms"]:
         if arm not in ARMS:
             raise ConfigError(f"config.arms: unknown arm {arm!r}; choose from {list(ARMS)}")
-    sections = {k: to_dataclass(cls, raw[k], k) for k, cls in SECTIONS.items()}
+    for key in ("tasks", "seeds", "label_budgets", "arms"):
+        if not raw[key] or len(set(raw[key])) < len(raw[key]):
+            raise ConfigError(f"config.{key}={tuple(raw[key])}: need distinct entries")
+    for name in raw["tasks"]:  # knobs checked now, not after earlier tasks have trained
+        entry = {k: v for k, v in knobs.get(name, {}).items() if k != "family"}
+        to_dataclass(TASK_CONFIGS[knobs.get(name, {}).get("family", name)], entry, "task_knobs")
+    sections = {k: to_dataclass(cls, raw[k], k, complete=True) for k, cls in SECTIONS.items()}
     sections |= {k: to_dataclass(cls, raw[k], k) for k, cls in OPTIONAL.items() if k in raw}
     sections["eval"] = dataclasses.replace(
         sections["eval"], best_of_n=tuple(sections["eval"].best_of_n)
@@ -252,15 +259,26 @@ def _has(section: dict, dotted: str) -> bool:
 
 
 def _check_beta(beta: float, stages: dict) -> None:
-    """H2 needs one beta: DPO's beta and PPO's KL coefficient are config.beta (references)."""
+    """H2 needs one beta: DPO's beta and PPO's KL coefficient are config.beta (references);
+    the held-out selection and the local reward assume the plain sigmoid DPO loss."""
     used = {
-        "config.dpo.dpo.beta": stages["dpo"].get("dpo", {}).get("beta", beta),
-        "config.ppo.rollout.kl_coef": stages["ppo"].get("rollout", {}).get("kl_coef", beta),
+        "config.dpo.dpo.beta": stages["dpo"].get("dpo", {}).get("beta"),
+        "config.ppo.rollout.kl_coef": stages["ppo"].get("rollout", {}).get("kl_coef"),
     }
     if beta <= 0 or any(v != beta for v in used.values()):
         raise ConfigError(
             f"config.beta={beta} must be > 0 and shared by every arm (H2: identical beta), "
-            f"but {used}; set --config.beta instead of the stage fields"
+            f"but {used}; set both fields to config.beta (a reference) and override "
+            "--config.beta"
+        )
+    dpo = stages["dpo"].get("dpo", {})
+    plain = {"loss_type": "sigmoid", "reference_free": False, "label_smoothing": 0.0}
+    changed = {k: dpo[k] for k, v in plain.items() if k in dpo and dpo[k] != v}
+    if changed:
+        raise ConfigError(
+            f"config.dpo.dpo sets {changed}: `rlft reproduce` selects DPO checkpoints and "
+            f"measures DPO's implicit reward with the plain loss {plain}; use `rlft train` for "
+            "the variants"
         )
 
 

@@ -7,14 +7,17 @@ evaluate each: the arm's reward-KL frontier.
 """
 
 import copy
+import json
 import math
+import os
 from collections.abc import Callable
 
 from rlft.data.bundle import DataBundle
+from rlft.errors import RunStopped
 from rlft.experiments.pipeline.spec import ReproduceSpec
+from rlft.experiments.pipeline.units import write_json
+from rlft.models.params_io import read_meta
 from rlft.train.loop import train
-
-OBJECTIVE = {"sft": "sft", "reward": "reward", "dpo": "dpo", "ppo": "ppo"}
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -26,6 +29,7 @@ def deep_merge(base: dict, extra: dict) -> dict:
 
 
 def epochs_to_steps(epochs: float, rows: int, batch_size: int) -> int:
+    """ceil(epochs * rows / batch_size), at least 1."""
     return max(1, math.ceil(round(epochs * rows / batch_size, 6)))
 
 
@@ -42,7 +46,7 @@ def stage_config(
     (pipeline rules such as online DPO's temperature) plus the pipeline-owned keys."""
     c = deep_merge(spec.stages[stage], extra or {})
     c.update(
-        objective=OBJECTIVE[stage],
+        objective=stage,  # the stage sections are named after their objectives
         seed=seed,
         total_steps=total_steps,
         checkpoint_every=total_steps,  # segments end with a checkpoint anyway (stop_at)
@@ -60,6 +64,26 @@ def frontier_marks(total_steps: int, points: int) -> list[int]:
     return sorted({max(1, round(total_steps * (i + 1) / points)) for i in range(points)})
 
 
+def train_to(config: dict, workdir: str, bundle: DataBundle, stop_at: int | None = None) -> None:
+    """Train `config` in `workdir` up to step `stop_at` (default: its total_steps), resuming.
+
+    Raises RunStopped if a signal stopped it (the checkpoint is saved; a rerun resumes), and
+    RuntimeError if the workdir's latest checkpoint is not at that step afterwards (a unit
+    trained past a mark by an older run: delete the unit to recompute it), so no caller ever
+    goes on with a half-trained or wrong-step model.
+    """
+    want = config["total_steps"] if stop_at is None else stop_at
+    last = train(config, workdir, progress=False, data=bundle, stop_at=want)
+    if last.get("stopped_by"):
+        raise RunStopped(
+            f"{workdir}: stopped by {last['stopped_by']} at step {last['step']} (saved); run the "
+            "same command again to resume"
+        )
+    step, _ = read_meta(workdir)
+    if step != want:
+        raise RuntimeError(f"{workdir}: latest checkpoint is step {step}, expected {want}")
+
+
 def train_frontier(
     config: dict,
     workdir: str,
@@ -71,10 +95,20 @@ def train_frontier(
     """Train `config` to its total_steps, stopping at `points` marks to evaluate the policy.
 
     `evaluate(workdir, step)` returns a frontier point; steps are reported + `step_offset` (an
-    iterated arm's later rounds continue the count). A rerun resumes from the last checkpoint.
+    iterated arm's later rounds continue the count). Each point is saved as
+    `workdir/frontier/<step>.json` when evaluated, so a rerun after an interruption skips the
+    points it has and resumes training from the last checkpoint, which is never past the first
+    missing mark (checkpoints are saved only at marks, or at a signal before the next one).
     """
     frontier = []
     for stop in frontier_marks(config["total_steps"], points):
-        train(config, workdir, progress=False, data=bundle, stop_at=stop)
-        frontier.append({"step": step_offset + stop, **evaluate(workdir, step_offset + stop)})
+        path = os.path.join(workdir, "frontier", f"{stop}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                frontier.append(json.load(f))
+            continue
+        train_to(config, workdir, bundle, stop)
+        point = {"step": step_offset + stop, **evaluate(workdir, step_offset + stop)}
+        write_json(path, point)
+        frontier.append(point)
     return frontier

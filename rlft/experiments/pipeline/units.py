@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlft.config import ConfigError
+from rlft.errors import ConfigError
 
 
 class WorkdirMismatch(ConfigError):
@@ -37,7 +37,7 @@ def _flat(d: Mapping, prefix: str = "") -> dict:
     return out
 
 
-def _write_json(path: str, value) -> None:
+def write_json(path: str, value) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(value, f)
@@ -67,7 +67,7 @@ def claim(unit_dir: str, settings: Mapping[str, Any]) -> str:
                 "to recompute it)"
             )
     else:
-        _write_json(
+        write_json(
             meta, {"fingerprint": fp, "settings": json.loads(json.dumps(settings, default=str))}
         )
     return fp
@@ -80,5 +80,5 @@ def cached(unit_dir: str, settings: Mapping[str, Any], compute: Callable[[], dic
     if os.path.exists(path):
         return _read_json(path)
     value = compute()
-    _write_json(path, value)
+    write_json(path, value)
     return value

@@ -1,9 +1,9 @@
 """The isomorphic control in the report: per-seed exact-solution records to rows and a table.
 
-The pipeline (rlft/experiments/control.py, `measure`) keeps, per bandit budget and seed, the
-exact tabular solution of both roads of Theorem 2.2 and each trained arm's first-token distance
-to it, under "isomorphic" in the diagnostics records. `summarize` averages those records over
-seeds into results.json's "isomorphic" rows; `markdown` renders the report's table;
+The pipeline (rlft/experiments/pipeline/control.py, `measure`) keeps, per bandit budget and
+seed, the exact tabular solution of both roads of Theorem 2.2 and each trained arm's first-token
+distance to it, under "isomorphic" in the diagnostics records. `summarize` averages those
+records over seeds into results.json's "isomorphic" rows; `markdown` renders the report's table;
 `exact_rows` gives the control's verdict rows against the exact solution.
 """
 
