@@ -472,3 +472,19 @@ def test_arm_time_counts_each_unit_once():
     records["runs"] += [{**r, "task": "keyed@mean"} for r in keyed]
     extra = sum(r["wall_s"] for r in keyed if uses_reward_model(r["arm"]))
     assert extra > 0 and arms_wall_s(records) == pytest.approx(once + extra)
+
+
+def test_a_report_renders_again_from_its_results_json(tmp_path):
+    """results.json keeps the records, so the report can be rendered again without the
+    pipeline: the same results, bar the plot list, and the same report.md."""
+    from rlft.experiments.report.render import records_from_results, rerender  # noqa: PLC0415
+
+    first = write_outputs(str(tmp_path), CONFIG, make_records())
+    report = (tmp_path / "report.md").read_text()
+    again = rerender(str(tmp_path))
+    drop = ("plots", "plots_skipped")
+    assert {k: v for k, v in again.items() if k not in drop} == json.loads(
+        json.dumps({k: v for k, v in first.items() if k not in drop})
+    )
+    assert (tmp_path / "report.md").read_text() == report
+    assert records_from_results(again)["runs"] == first["runs"]

@@ -10,11 +10,16 @@ verdicts, the map), validates them and writes
     workdir/report.md      every result sentence generated from results.json, with tables
     workdir/plots/*.png
 
+results.json keeps the records themselves (runs, per-seed diagnostics, curves, tasks,
+settings), so `python -m rlft.experiments.report.render WORKDIR` renders a workdir's report
+again from its results.json alone (`records_from_results`), e.g. after the report code changed.
+
 Pure numpy and matplotlib (an Agg canvas, no pyplot state): no JAX, runs anywhere.
 """
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 
 from rlft.experiments.report import control
@@ -103,3 +108,26 @@ def write_outputs(workdir: str, config: Mapping | None, records: Mapping) -> dic
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write(render_report(results))
     return results
+
+
+def records_from_results(results: Mapping) -> dict:
+    """The pipeline's records, read back from a results.json (its raw sections)."""
+    return {
+        "settings": results["settings"],
+        "tasks": results["tasks"],
+        "runs": results["runs"],
+        "diagnostics": [d for row in results["diagnostics"] for d in row["per_seed"]],
+        "curves": results["curves"],
+        "wall_time_s": results["wall_time_s"],
+    }
+
+
+def rerender(workdir: str) -> dict:
+    """Write `workdir`'s results.json, report.md and plots again from its results.json."""
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    return write_outputs(workdir, results["config"], records_from_results(results))
+
+
+if __name__ == "__main__":  # python -m rlft.experiments.report.render WORKDIR
+    rerender(sys.argv[1])
