@@ -155,8 +155,8 @@ def _quick(c) -> None:
 
 
 def _map(c) -> None:
-    # Cells: length x class on `keyed` and `rouge` at the middle budget, plus the budget axis
-    # at the paper's class. Only the arms the map's outcome needs.
+    # Cells: every (family, response length, reward class, label budget): 2 x 4 x 4 x 3 = 96,
+    # 3 seeds each. Only the arms the map's outcome needs.
     c.tasks = tuple(f"{family}_L{n}" for family in ("keyed", "rouge") for n in MAP_LENGTHS)
     c.task_knobs = {f"keyed_L{n}": {"family": "keyed", "response_len": n + 1} for n in MAP_LENGTHS}
     c.task_knobs.update(  # rouge: the reference has as many tokens as the prompt has items
