@@ -7,13 +7,12 @@ The reference-free "local RM" variant: --config.dpo.reference_free=True; IPO:
 --config.dpo.loss_type=ipo.
 """
 
-from rlft.defaults import base_config
+from rlft.defaults import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-    tiny = arg == "tiny"
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/dpo.py: unknown variant {arg!r}; use 'tiny' or none")
+    (size,) = parse_arg(arg, "configs/dpo.py", size=("", "tiny"))
+    tiny = size == "tiny"
     c = base_config("dpo", tiny)
     c.total_steps = 100 if tiny else 1000
     c.optim.learning_rate = 2e-4 if tiny else 3e-5  # the paper's Pythia runs use 3e-7

@@ -7,13 +7,12 @@ Run after configs/sft.py:tiny and configs/reward.py:tiny:
   rlft train --config=configs/ppo.py:tiny --workdir=runs/ppo_tiny
 """
 
-from rlft.defaults import base_config
+from rlft.defaults import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-    tiny = arg == "tiny"
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/ppo.py: unknown variant {arg!r}; use 'tiny' or none")
+    (size,) = parse_arg(arg, "configs/ppo.py", size=("", "tiny"))
+    tiny = size == "tiny"
     c = base_config("ppo", tiny)
     c.total_steps = 40 if tiny else 500  # rollout iterations
     c.checkpoint_every = 20 if tiny else 50

@@ -40,6 +40,7 @@ import os
 
 import ml_collections
 
+from rlft.defaults import parse_arg
 from rlft.experiments.arms import DEFAULT_ARMS, EXTRA_ARMS
 from rlft.experiments.pipeline.spec import stage_recipe
 
@@ -50,9 +51,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))  # the stage recipes: configs/
 
 
 def get_config(arg: str | None = None):
-    variant = arg or "default"
-    if variant not in VARIANTS:
-        raise ValueError(f"configs/reproduce.py: unknown variant {arg!r}; use one of {VARIANTS}")
+    (variant,) = parse_arg(arg, "configs/reproduce.py", variant=VARIANTS)
     beta = ml_collections.FieldReference(0.05)  # the paper's beta, every arm (H2)
     c = ml_collections.ConfigDict()
     c.tasks = ("keyed", "keyed_short")  # names in rlft.tasks.TASKS, or defined in task_knobs

@@ -4,13 +4,12 @@ Run after configs/sft.py:tiny (it loads the backbone from runs/sft_tiny):
   rlft train --config=configs/reward.py:tiny --workdir=runs/reward_tiny
 """
 
-from rlft.defaults import base_config
+from rlft.defaults import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-    tiny = arg == "tiny"
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/reward.py: unknown variant {arg!r}; use 'tiny' or none")
+    (size,) = parse_arg(arg, "configs/reward.py", size=("", "tiny"))
+    tiny = size == "tiny"
     c = base_config("reward", tiny)
     c.total_steps = 150 if tiny else 1000
     c.optim.learning_rate = 5e-4 if tiny else 1e-4

@@ -7,13 +7,12 @@ Full-size synthetic run:
 The tiny stages chain through their workdirs: sft -> reward -> dpo / ppo (see each file).
 """
 
-from rlft.defaults import base_config
+from rlft.defaults import base_config, parse_arg
 
 
 def get_config(arg: str | None = None):
-    tiny = arg == "tiny"
-    if arg not in (None, "", "tiny"):
-        raise ValueError(f"configs/sft.py: unknown variant {arg!r}; use 'tiny' or none")
+    (size,) = parse_arg(arg, "configs/sft.py", size=("", "tiny"))
+    tiny = size == "tiny"
     c = base_config("sft", tiny)
     c.sft = dict(temperature=1.0)  # log-probs from logits / temperature (1 for SFT)
     # Derived: tokens per step = batch_size x (prompt + response) = 32 x 14 on tiny;

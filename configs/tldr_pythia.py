@@ -47,7 +47,7 @@ is the same DPO stage as an `rlft train` config, for reference.
 
 import ml_collections
 
-from rlft.defaults import base_config
+from rlft.defaults import base_config, parse_arg
 from rlft.experiments.arms import DEFAULT_ARMS
 from rlft.experiments.pipeline.spec import strip_owned
 
@@ -121,20 +121,24 @@ def _data(size: str, stage: str, root: str) -> ml_collections.ConfigDict:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = (arg or "").split(":", 2)
-    size, stage = (parts + [""])[:2]
-    if stage == "online_dpo":
+    if (arg or "").split(":")[1:2] == ["online_dpo"]:
         raise ValueError(
             "configs/tldr_pythia.py: online DPO samples its pairs between stages, which `rlft "
             f"train` cannot do; run it with `rlft reproduce --config=configs/tldr_pythia.py:"
-            f"{size}:reproduce --workdir=DIR` (every arm, online DPO included)"
+            f"{arg.split(':')[0]}:reproduce --workdir=DIR` (every arm, online DPO included)"
         )
-    if size not in ACCUM or stage not in (*STAGES, "reproduce"):
-        raise ValueError(
-            f"configs/tldr_pythia.py: variant {arg!r}; use SIZE:STAGE[:ROOT] with SIZE in "
-            f"{list(ACCUM)} and STAGE in {[*STAGES, 'reproduce']}"
-        )
-    root = parts[2] if len(parts) == 3 else f"runs/tldr_{size}"
+    usage = "SIZE:STAGE[:ROOT], e.g. 1.4b:sft"
+    if len((arg or "").split(":")) < 2:
+        raise ValueError(f"configs/tldr_pythia.py: variant {arg!r}; give {usage}")
+    size, stage, root = parse_arg(
+        arg,
+        "configs/tldr_pythia.py",
+        usage,
+        size=tuple(ACCUM),
+        stage=(*STAGES, "reproduce"),
+        root="",
+    )
+    root = root or f"runs/tldr_{size}"
     if stage == "reproduce":
         return reproduce_config(size, root)
     c = base_config(STAGES[stage], tiny=False)

@@ -48,3 +48,29 @@ def base_config(objective: str, tiny: bool) -> ml_collections.ConfigDict:
     c.init.reward = ""  # workdir of the reward-model stage (PPO)
     c.init.reference = ""  # reference policy workdir; empty = same as init.policy
     return c
+
+
+def parse_arg(arg: str | None, file: str, usage: str = "", **fields) -> tuple:
+    """A config variant `a:b:c` read as the positional `fields`, each checked, in order.
+
+    fields: name -> allowed values (a tuple, its first entry the default when the part is
+    missing or empty) or a plain default string (any value; the last field takes the rest of
+    `arg`, colons included); `usage` is added to the message. Returns the values as a tuple.
+    Raises ValueError naming the file, the field and its choices (the CLI prints that line).
+    E.g. parse_arg("1.4b:sft", "configs/tldr_pythia.py", size=SIZES, stage=STAGES, root="")
+    """
+    parts = arg.split(":", len(fields) - 1) if arg else []  # the last part may hold ':' (gs://)
+    parts += [""] * (len(fields) - len(parts))
+    values = []
+    for (name, allowed), part in zip(fields.items(), parts, strict=True):
+        if isinstance(allowed, str):
+            values.append(part or allowed)
+        elif (part or allowed[0]) in allowed:
+            values.append(part or allowed[0])
+        else:
+            shown = [a or "(none)" for a in allowed]
+            how = f" ({usage})" if usage else ""
+            raise ValueError(
+                f"{file}: unknown {name} {part!r} in variant {arg!r}; use one of {shown}{how}"
+            )
+    return tuple(values)
