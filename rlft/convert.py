@@ -18,7 +18,8 @@ import jax
 import numpy as np
 
 from rlft.models.config import ModelConfig
-from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE, load_hf_checkpoint, save_hf_checkpoint
+from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE
+from rlft.models.hf_files import load_hf_checkpoint, save_hf_checkpoint
 from rlft.models.params_io import (
     abstract_params,
     load_params,

@@ -21,13 +21,10 @@ transformers.utils.logging.disable_progress_bar()
 
 from rlft import convert  # noqa: E402
 from rlft.models import init_params, lm_logits, model_config  # noqa: E402
-from rlft.models.hf import (  # noqa: E402
-    PAD_TOKEN,
-    config_from_hf,
-    config_to_hf,
+from rlft.models.hf import PAD_TOKEN, config_from_hf, config_to_hf, params_from_hf  # noqa: E402
+from rlft.models.hf_files import (  # noqa: E402
     load_hf_checkpoint,
     load_tokenizer,
-    params_from_hf,
     read_state_dict,
     save_hf_checkpoint,
 )

@@ -48,7 +48,7 @@ LAYERS = {
     "rlft.rollout": 4,  # sampling, forward-only scoring, the PPO rollout, advantages
     "rlft.objectives": 3,  # losses, the one logprobs helper, batch keys
     # data: arrays, datasets, sources, judges. Reads the checkpoint's tokenizer through
-    # models.hf, so above models; train, config and tasks read it, and no objective or
+    # models.hf_files, so above models; train, config and tasks read it, and no objective or
     # rollout does, so below them.
     "rlft.data": 2,
     "rlft.models": 1,  # networks, presets, HF conversion, params on disk

@@ -1,121 +1,40 @@
-"""MLE, reward, DPO and PPO losses: hand cases, plain-numpy references, end-to-end wiring."""
+"""MLE, reward and DPO losses: hand cases, plain-numpy references, end-to-end wiring (PPO:
+tests/test_ppo_loss.py; the references: tests/loss_refs.py)."""
 
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlft import models
-from rlft.models import init_params, model_config
-from rlft.objectives import OBJECTIVES, Models, dpo, ppo, reward, sft
+from rlft.objectives import OBJECTIVES, Models, dpo, reward, sft
 from rlft.objectives.logprobs import sequence_logprobs
-
-SIMPLE = dict(rtol=1e-5, atol=1e-5)
-COMPOSITE = dict(rtol=1e-4, atol=1e-4)
-# One compile per forward and per loss keeps the file fast (eager flax compiles op by op).
-lm_logits = jax.jit(models.lm_logits, static_argnums=0)
-scalar_values = jax.jit(models.scalar_values, static_argnums=0)
-
-
-def jit_loss(loss_fn):
-    return jax.jit(loss_fn, static_argnums=(2, 3))
-
-
-PPO_KW = dict(clip_eps=0.2, vf_clip=0.2, vf_coef=0.1, ent_coef=0.0)
-
-# Prime sizes so an axis mix-up cannot broadcast: B = 3, T = P + R = 7, V = 37.
-CFG = model_config("tiny", vocab_size=37, num_layers=1)
-P, R = 3, 4
+from tests.loss_refs import (
+    CFG,
+    COMPOSITE,
+    SIMPLE,
+    init_lm_params,
+    init_scalar_params,
+    jit_loss,
+    lm_logits,
+    make_rows,
+    np_dpo,
+    np_log_sigmoid,
+    np_token_logprobs,
+    pair_batch,
+    scalar_values,
+)
 
 
 @pytest.fixture(scope="module")
 def lm_params():
-    return nn.unbox(jax.jit(init_params, static_argnums=(0, 1))("lm", CFG, jax.random.key(0)))
+    return init_lm_params()
 
 
 @pytest.fixture(scope="module")
 def scalar_params():
-    return nn.unbox(jax.jit(init_params, static_argnums=(0, 1))("scalar", CFG, jax.random.key(1)))
-
-
-def make_rows(rng, prompt_lens, resp_lens):
-    """Left-padded prompts then right-padded responses; pads hold random tokens too."""
-    b = len(prompt_lens)
-    tokens = rng.integers(0, CFG.vocab_size, size=(b, P + R)).astype(np.int32)
-    mask, loss_mask = np.zeros((b, P + R), bool), np.zeros((b, P + R), bool)
-    for i, (pl, rl) in enumerate(zip(prompt_lens, resp_lens, strict=True)):
-        mask[i, P - pl : P + rl] = True
-        loss_mask[i, P : P + rl] = True
-    return tokens, mask, loss_mask
-
-
-def pair_batch(rng):
-    ct, cm, cl = make_rows(rng, [3, 1, 2], [2, 4, 1])
-    rt, rm, rl = make_rows(rng, [3, 1, 2], [4, 1, 3])
-    rt[:, :P] = ct[:, :P]  # a pair shares its prompt
-    return dict(
-        chosen_tokens=ct,
-        chosen_mask=cm,
-        chosen_loss_mask=cl,
-        rejected_tokens=rt,
-        rejected_mask=rm,
-        rejected_loss_mask=rl,
-    )
-
-
-# Plain-numpy references, written independently of the jax code (float64, explicit loops).
-
-
-def np_log_softmax(x):
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
-
-
-def np_token_logprobs(logits, tokens, temperature=1.0):
-    b, t, _ = logits.shape
-    out = np.zeros((b, t))
-    for i in range(b):
-        for s in range(1, t):
-            out[i, s] = np_log_softmax(logits[i, s - 1] / temperature)[tokens[i, s]]
-    return out
-
-
-def np_log_sigmoid(x):
-    return -np.logaddexp(0.0, -x)
-
-
-def np_dpo(pc, pr, rc, rr, beta, loss_type, eps=0.0):
-    h = (pc - rc) - (pr - rr)
-    if loss_type == "ipo":
-        return (h - 1 / (2 * beta)) ** 2
-    return -(1 - eps) * np_log_sigmoid(beta * h) - eps * np_log_sigmoid(-beta * h)
-
-
-def np_ppo_terms(logp, old_logp, adv, v, old_v, ret, ent, mask, hp):
-    ratio = np.exp(np.where(mask, logp - old_logp, 0.0))
-    pg1, pg2 = -adv * ratio, -adv * np.clip(ratio, 1 - hp.clip_eps, 1 + hp.clip_eps)
-    vc = old_v + np.clip(v - old_v, -hp.vf_clip, hp.vf_clip)
-    vf1, vf2 = (v - ret) ** 2, (vc - ret) ** 2
-    pg, vf = np.maximum(pg1, pg2), 0.5 * np.maximum(vf1, vf2)
-    # A clip fraction counts tokens whose clip is active and binding; written this way so float
-    # rounding inside the clip range cannot count.
-    clipped = (np.abs(ratio - 1) > hp.clip_eps) & (pg2 > pg1)
-    vf_clipped = (np.abs(v - old_v) > hp.vf_clip) & (vf2 > vf1)
-    terms = dict(
-        loss=pg + hp.vf_coef * vf - hp.ent_coef * ent,
-        pg_loss=pg,
-        vf_loss=vf,
-        entropy=ent,
-        approx_kl_k1=old_logp - logp,
-        approx_kl_k3=(ratio - 1) - np.log(ratio),
-        clipfrac=clipped * 1.0,
-        vf_clipfrac=vf_clipped * 1.0,
-        ratio=ratio,
-    )
-    return {k: np.where(mask, x, 0.0) for k, x in terms.items()}
+    return init_scalar_params()
 
 
 def test_registry():
@@ -324,134 +243,3 @@ def test_dpo_loss_fn_properties(lm_params):
     np.testing.assert_allclose(
         jit_loss(dpo.loss_fn)(params, scrambled, models, hp).loss_sum, out.loss_sum, **SIMPLE
     )
-
-
-# ---- PPO ----
-
-
-def test_ppo_hand():
-    # Token 0 is prompt (garbage that must be ignored); tokens 1, 2 are the response.
-    # t1: ratio 1.5, A = 1: max(-1.5, -1.2) = -1.2 (clipped). v 0.5, old 0, R 1: clipped
-    #     v = 0.2, 0.5 * max(0.25, 0.64) = 0.32 (value clipped). entropy 0.3.
-    # t2: ratio 0.5, A = 1: max(-0.5, -0.8) = -0.5. v 0.1, old 0, R -1: inside the clip,
-    #     0.5 * 1.21 = 0.605. entropy 0.5.
-    # loss = (-1.2 + 0.1 * 0.32 - 0.01 * 0.3) + (-0.5 + 0.1 * 0.605 - 0.01 * 0.5) = -1.6155
-    # k1 = -log 1.5, -log 0.5; k3 = 0.5 - log 1.5, -0.5 - log 0.5.
-    mask = jnp.array([[0, 1, 1]], bool)
-    terms = ppo.ppo_token_terms(
-        jnp.log(jnp.array([[1e30, 1.5, 0.5]])),
-        jnp.zeros((1, 3)),
-        jnp.ones((1, 3)),
-        jnp.array([[9.0, 0.5, 0.1]]),
-        jnp.zeros((1, 3)),
-        jnp.array([[9.0, 1.0, -1.0]]),
-        jnp.array([[9.0, 0.3, 0.5]]),
-        mask,
-        **{**PPO_KW, "ent_coef": 0.01},
-    )
-    want = dict(
-        loss=[0, -1.171, -0.4445],
-        pg_loss=[0, -1.2, -0.5],
-        vf_loss=[0, 0.32, 0.605],
-        entropy=[0, 0.3, 0.5],
-        approx_kl_k1=[0, -0.40546511, 0.69314718],
-        approx_kl_k3=[0, 0.09453489, 0.19314718],
-        clipfrac=[0, 1, 0],
-        vf_clipfrac=[0, 1, 0],
-        ratio=[0, 1.5, 0.5],
-    )
-    assert set(terms) == set(want)
-    for k, v in want.items():
-        np.testing.assert_allclose(terms[k], [v], **SIMPLE, err_msg=k)
-
-
-def test_ppo_terms_vs_numpy_and_masked_gradients():
-    rng = np.random.default_rng(7)
-    b, t = 3, 11
-    mask = rng.random((b, t)) < 0.7
-    logp, old = -rng.random((b, t)) * 3, -rng.random((b, t)) * 3
-    old[~mask] = -1e4  # would overflow exp() if padding reached the ratio
-    adv, v, old_v, ret, ent = rng.normal(size=(5, b, t))
-    hp = ppo.PpoHparams(ent_coef=0.03)
-    kw = dict(clip_eps=hp.clip_eps, vf_clip=hp.vf_clip, vf_coef=hp.vf_coef, ent_coef=hp.ent_coef)
-    # jax arrays in, as in the loss: numpy inputs would make part of the maths float64.
-    args = [jnp.asarray(x) for x in (logp, old, adv, v, old_v, ret, ent)]
-    terms = ppo.ppo_token_terms(*args, mask, **kw)
-    want = np_ppo_terms(logp, old, adv, v, old_v, ret, ent, mask, hp)
-    for k in want:
-        np.testing.assert_allclose(terms[k], want[k], **SIMPLE, err_msg=k)
-    assert 0 < np.sum(want["clipfrac"]) < mask.sum()  # both branches exercised
-
-    def f(logp, v, ent):
-        return jnp.sum(ppo.ppo_token_terms(logp, old, adv, v, old_v, ret, ent, mask, **kw)["loss"])
-
-    for g in jax.grad(f, argnums=(0, 1, 2))(jnp.asarray(logp), jnp.asarray(v), jnp.asarray(ent)):
-        assert np.all(np.isfinite(g))
-        assert np.all(np.asarray(g)[~mask] == 0)
-
-
-def test_ppo_clipfracs_ignore_rounding_inside_the_clip():
-    """Tokens inside both clip ranges never count as clipped (old_v + clip(v - old_v) != v)."""
-    rng = np.random.default_rng(10)
-    n = 4096
-    old, old_v, adv, ret = rng.normal(size=(4, 1, n))
-    # Offsets added in float64 then rounded, as independent forwards would produce them.
-    logp, v = old + rng.uniform(-0.15, 0.15, size=(1, n)), old_v + rng.uniform(-0.19, 0.19, (1, n))
-    args = [jnp.asarray(x, jnp.float32) for x in (logp, old, adv, v, old_v, ret, ret)]
-    terms = ppo.ppo_token_terms(*args, np.ones((1, n), bool), **PPO_KW)
-    assert float(terms["clipfrac"].sum()) == 0
-    assert float(terms["vf_clipfrac"].sum()) == 0
-
-
-def test_ppo_kl_k3_estimates_kl_old_to_new():
-    """Weighted by the old policy (the sampler), k1 and k3 give exactly KL(old || new)."""
-    rng = np.random.default_rng(8)
-    old_V, new_V = np.log(rng.dirichlet(np.ones(13), size=2))
-    kl = np.sum(np.exp(old_V) * (old_V - new_V))
-    z = jnp.zeros((1, 13))
-    terms = ppo.ppo_token_terms(
-        jnp.asarray(new_V)[None], jnp.asarray(old_V)[None], z, z, z, z, z, z == 0, **PPO_KW
-    )
-    for k in ("approx_kl_k1", "approx_kl_k3"):
-        np.testing.assert_allclose(np.sum(np.exp(old_V) * terms[k][0]), kl, **SIMPLE, err_msg=k)
-
-
-def test_ppo_loss_fn_vs_numpy(lm_params, scalar_params):
-    rng = np.random.default_rng(9)
-    tokens, mask, loss_mask = make_rows(rng, [3, 1, 2], [2, 4, 1])
-    hp = ppo.PpoHparams(ent_coef=0.01)
-    logits = np.asarray(lm_logits(CFG, lm_params, tokens, mask), np.float64)
-    logp = np_token_logprobs(logits, tokens, hp.temperature)
-    probs = np.exp(np_log_softmax(logits / hp.temperature))
-    ent = np.pad(-np.sum(probs * np.log(probs), -1)[:, :-1], ((0, 0), (1, 0)))
-    out_v = np.asarray(scalar_values(CFG, scalar_params, tokens, mask), np.float64)
-    v = np.pad(out_v[:, :-1], ((0, 0), (1, 0)))  # V(state before token t) = critic at t - 1
-    shape = tokens.shape
-    batch = dict(
-        tokens=tokens,
-        mask=mask,
-        loss_mask=loss_mask,
-        old_logp=logp + rng.normal(scale=0.3, size=shape),
-        old_values=v + rng.normal(scale=0.3, size=shape),
-        advantages=rng.normal(size=shape),
-        returns=rng.normal(size=shape),
-    )
-    out = jit_loss(ppo.loss_fn)(
-        {"policy": lm_params, "critic": scalar_params}, batch, Models(policy=CFG, critic=CFG), hp
-    )
-    want = np_ppo_terms(
-        logp,
-        batch["old_logp"],
-        batch["advantages"],
-        v,
-        batch["old_values"],
-        batch["returns"],
-        ent,
-        loss_mask,
-        hp,
-    )
-    np.testing.assert_allclose(out.loss_sum, want.pop("loss").sum(), **COMPOSITE)
-    assert out.denom == loss_mask.sum()
-    assert set(out.metrics) == set(want)
-    for k, x in want.items():
-        np.testing.assert_allclose(out.metrics[k], x.sum(), **COMPOSITE, err_msg=k)

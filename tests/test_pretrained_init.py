@@ -11,7 +11,7 @@ from rlft.config import load_config
 from rlft.convert import to_hf
 from rlft.errors import CheckpointError
 from rlft.models import init_params, model_config
-from rlft.models.hf import load_hf_checkpoint, save_hf_checkpoint
+from rlft.models.hf_files import load_hf_checkpoint, save_hf_checkpoint
 from rlft.train import loop
 from tests.helpers import REPO_CONFIGS
 

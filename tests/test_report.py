@@ -3,8 +3,6 @@
 Pure numpy and matplotlib on synthetic records (tests/report_records.py): no JAX, no training.
 """
 
-import ast
-import copy
 import json
 import math
 import os
@@ -16,15 +14,13 @@ import numpy as np
 import pytest
 
 from rlft.experiments.arms import ARMS, DEFAULT_ARMS, EXTRA_ARMS, Arm
-from rlft.experiments.report import stats
 from rlft.experiments.report.claims import TITLES
 from rlft.experiments.report.render import render_report, write_outputs
-from rlft.experiments.report.schema import POINT_METRICS, validate_records, validate_results
+from rlft.experiments.report.schema import POINT_METRICS, validate_results
 from rlft.experiments.report.summary import build_results
 from tests.report_records import SELECTED_POINT, make_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOK = os.path.join(ROOT, "colab", "quickstart.ipynb")
 CONFIG = {"seeds": [0, 1, 2], "dpo": {"beta": 0.05}}
 
 
@@ -44,44 +40,6 @@ def _row(results, cell, budget, arm):
         for r in results["summary"]
         if (r["task"], r["label_budget"], r["arm"]) == (cell, budget, arm)
     )
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def test_t_table_is_the_t_quantile():
-    """Each tabulated t_{0.975, df} has CDF 0.975 (numeric integral of the t density)."""
-    assert stats.t975(2) == pytest.approx(4.303, abs=1e-3)
-    assert stats.t975(4) == pytest.approx(2.776, abs=1e-3)
-    for df in (*range(1, 32), 45, 100, 1000):
-        t = stats.t975(df)
-        x = np.linspace(0.0, t, 200_001)
-        log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-        pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(x**2 / df))
-        cdf = 0.5 + float(np.sum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x)))
-        assert cdf == pytest.approx(0.975, abs=3e-5), df
-    assert stats.t975(10**6) == pytest.approx(1.95997, abs=1e-4)
-
-
-def test_mean_ci95_by_hand():
-    mean, lo, hi = stats.mean_ci95([1.0, 2.0, 3.0])  # s = 1, t(0.975, 2) = 4.303
-    assert mean == 2.0
-    assert (hi - lo) / 2 == pytest.approx(4.3027 / math.sqrt(3), abs=1e-6)
-    assert (lo, hi) == pytest.approx((2 - 2.48417, 2 + 2.48417), abs=1e-4)
-    mean, lo, hi = stats.mean_ci95([0.7])
-    assert mean == 0.7 and math.isnan(lo) and math.isnan(hi)
-    with pytest.raises(ValueError):
-        stats.mean_ci95([])
-
-
-def test_paired_and_welch_differences():
-    mean, lo, hi = stats.paired_difference_ci([3.0, 5.0, 7.0], [1.0, 2.0, 3.0])  # diffs 2, 3, 4
-    assert (mean, lo, hi) == pytest.approx((3.0, 3 - 2.48417, 3 + 2.48417), abs=1e-4)
-    with pytest.raises(ValueError, match="equal lengths"):
-        stats.paired_difference_ci([1.0, 2.0], [1.0])
-    # Equal variances and sizes: Welch's df = 2(n-1) = 4, se = sqrt(2/3).
-    mean, lo, hi = stats.welch_difference_ci([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
-    assert mean == 3.0 and (hi - lo) / 2 == pytest.approx(2.7764 * math.sqrt(2 / 3), abs=1e-6)
 
 
 # ----------------------------------------------------------------------------- arm table
@@ -126,84 +84,6 @@ def test_report_imports_no_jax():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
-
-
-# ----------------------------------------------------------------------------- records schema
-
-
-def _broken(edit):
-    records = make_records(budgets=(250,))
-    edit(records)
-    return records
-
-
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
-        (lambda r: r.pop("settings"), r"records: missing key 'settings'"),
-        (
-            lambda r: r["settings"].update(primary_eval="best"),
-            r"records.settings.primary_eval: 'best' is not one of",
-        ),
-        (
-            lambda r: r["tasks"]["keyed"].pop("reward_class"),
-            r"records.tasks\['keyed'\]: missing key 'reward_class'",
-        ),
-        (
-            lambda r: r["tasks"]["keyed"].update(label_source="web"),
-            r"records.tasks\['keyed'\].label_source: 'web'",
-        ),
-        (
-            lambda r: r["runs"][5]["frontier"][2].pop("kl_to_ref"),
-            r"records.runs\[5\].frontier\[2\]: missing key 'kl_to_ref'",
-        ),
-        (
-            lambda r: r["runs"][5]["frontier"][2].update(selection="high"),
-            r"records.runs\[5\].frontier\[2\].selection: expected number\|null",
-        ),
-        (lambda r: r["runs"][3].update(arm="dpo"), r"records.runs\[3\].arm: 'dpo' is not one of"),
-        (
-            lambda r: r["runs"][3].update(selection_rule="gold"),
-            r"records.runs\[3\].selection_rule: 'gold'",
-        ),
-        (lambda r: r["runs"][3].update(frontier=[]), r"records.runs\[3\].frontier: empty"),
-        (
-            lambda r: r["runs"][3]["frontier"].reverse(),
-            r"records.runs\[3\].frontier: steps not strictly ascending",
-        ),
-        (
-            lambda r: r["runs"][3].update(task="nope"),
-            r"records.runs\[3\].task: 'nope' has no entry",
-        ),
-        (
-            lambda r: r["diagnostics"][2].update(task="nope"),
-            r"records.diagnostics\[2\].task: 'nope' has no entry",
-        ),
-        (
-            lambda r: r["diagnostics"][1]["sft_fit"].pop("sft_gold_greedy"),
-            r"records.diagnostics\[1\].sft_fit: missing key 'sft_gold_greedy'",
-        ),
-        (
-            lambda r: r["diagnostics"][1].update(informative_label_frac="0.7"),
-            r"records.diagnostics\[1\].informative_label_frac: expected number",
-        ),
-        (
-            lambda r: r["diagnostics"][0]["best_of_n"][0].update(ranker="judge"),
-            r"records.diagnostics\[0\].best_of_n\[0\].ranker: 'judge'",
-        ),
-    ],
-)
-def test_schema_errors_name_the_field(edit, message):
-    with pytest.raises(ValueError, match=message):
-        validate_records(_broken(edit))
-
-
-def test_duplicate_runs_are_refused(tmp_path):
-    records = make_records(budgets=(250,))
-    records["runs"].append(copy.deepcopy(records["runs"][0]))
-    with pytest.raises(ValueError, match="two run records for task='keyed'.*seed 0"):
-        write_outputs(str(tmp_path), CONFIG, records)
-    assert not (tmp_path / "results.json").exists()
 
 
 # ----------------------------------------------------------------------------- results.json
@@ -406,58 +286,6 @@ def test_missing_pieces_skip_plots_with_a_note(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "*Plot `curves` skipped: no learning-curve records*" in text
     assert not (tmp_path / "plots" / "curves.png").exists()
-
-
-# ----------------------------------------------------------------------------- notebook
-
-
-def _notebook():
-    with open(NOTEBOOK) as f:
-        return json.load(f)
-
-
-def test_notebook_is_stripped_nbformat4():
-    nb = _notebook()
-    assert nb["nbformat"] == 4 and nb["nbformat_minor"] >= 4
-    assert isinstance(nb["metadata"], dict) and nb["cells"]
-    for cell in nb["cells"]:
-        assert cell["cell_type"] in ("markdown", "code")
-        assert isinstance(cell["source"], list | str) and isinstance(cell["metadata"], dict)
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-
-
-def _public_names(module: str) -> set[str] | None:
-    path = os.path.join(ROOT, *module.split(".")) + ".py"
-    if not os.path.exists(path):
-        return None
-    names = set()
-    for node in ast.parse(pathlib.Path(path).read_text()).body:
-        if isinstance(node, ast.FunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.Assign):
-            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
-    return names
-
-
-def test_notebook_only_calls_public_rlft_functions():
-    code = "\n".join("".join(c["source"]) for c in _notebook()["cells"] if c["cell_type"] == "code")
-    tree = ast.parse(code)  # plain Python: no shell magics, so it also runs as a script
-    assert not any(isinstance(n, ast.FunctionDef | ast.ClassDef) for n in ast.walk(tree))
-    imported = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rlft"):
-            imported += [(node.module, a.name) for a in node.names]
-        if isinstance(node, ast.Attribute):
-            assert not node.attr.startswith("_"), node.attr
-    assert ("rlft.experiments.pipeline.run", "run_reproduce") in imported
-    assert ("rlft.config", "load_config") in imported
-    for module, name in imported:
-        assert not name.startswith("_"), name
-        names = _public_names(module)
-        if names is not None:
-            assert name in names, f"{module}.{name} does not exist"
-    assert '"configs/reproduce.py", "quick"' in code
 
 
 def test_arm_time_counts_each_unit_once():

@@ -107,7 +107,7 @@ def test_tldr_formatting_shows_the_boundary(tmp_path):
     from rlft.data.sources import NO_VOCAB_LIMIT  # noqa: PLC0415
     from rlft.data.tldr import fixtures  # noqa: PLC0415
     from rlft.data.tldr.format import TextTokenizer, encode_queries, encode_responses  # noqa
-    from rlft.models.hf import load_tokenizer  # noqa: PLC0415
+    from rlft.models.hf_files import load_tokenizer  # noqa: PLC0415
     from rlft.tasks.tldr import TldrData, TldrTask, TldrTaskConfig  # noqa: PLC0415
 
     file = fixtures.train_tokenizer(tmp_path)

@@ -1,7 +1,7 @@
 """TL;DR builders (prepared and read without TensorFlow) and formatting into rlft arrays.
 
 Fixture files in the published formats are written into tmp dirs; the tokenizer is a byte-level
-BPE trained on the fixture text and loaded through rlft.models.hf.load_tokenizer.
+BPE trained on the fixture text and loaded through rlft.models.hf_files.load_tokenizer.
 """
 
 import importlib.abc
@@ -37,7 +37,7 @@ from rlft.data.tldr.fixtures import (  # noqa: E402
     train_tokenizer,
     write_manual,
 )
-from rlft.models.hf import load_tokenizer  # noqa: E402
+from rlft.models.hf_files import load_tokenizer  # noqa: E402
 
 P, R = 512, 53
 

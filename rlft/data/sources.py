@@ -29,7 +29,7 @@ from rlft.data.tldr import fixtures
 from rlft.data.tldr import format as tldr_format
 from rlft.data.tldr.format import MAX_QUERY_LEN, PAIR_RESPONSE_LEN, SFT_RESPONSE_LEN
 from rlft.errors import ConfigError
-from rlft.models.hf import load_tokenizer
+from rlft.models.hf_files import load_tokenizer
 
 log = logging.getLogger(__name__)
 PARTS = {"sft": "sft", "pairs": "comparisons"}  # bundle part -> TL;DR builder that feeds it

@@ -1,6 +1,7 @@
 """Models: a GPT-NeoX decoder with a language-model head or a scalar (reward/value) head, and
 a transformer-free bilinear reward model (the simple feature class). Their params on disk:
-`rlft.models.params_io`; Hugging Face conversion: `rlft.models.hf`."""
+`rlft.models.params_io`; Hugging Face conversion: `rlft.models.hf`
+(mapping) and `rlft.models.hf_files` (checkpoint directories, tokenizer)."""
 
 import jax
 import jax.numpy as jnp

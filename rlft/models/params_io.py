@@ -29,7 +29,8 @@ from jax.sharding import Mesh
 from rlft.errors import CheckpointError
 from rlft.models import init_params
 from rlft.models.config import ModelConfig
-from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE, load_hf_checkpoint
+from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE
+from rlft.models.hf_files import load_hf_checkpoint
 from rlft.parallel import logical_shardings
 
 FORMAT = "rlft-params/1"

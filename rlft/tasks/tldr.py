@@ -72,7 +72,7 @@ def load_data(cfg: TldrTaskConfig) -> TldrData:
     # Both import JAX (data.sources for the process rank, rlft.models' package for the
     # networks): here, not at the top, so rlft.tasks stays importable without it.
     from rlft.data.sources import NO_VOCAB_LIMIT, TldrDataConfig, tldr_bundle  # noqa: PLC0415
-    from rlft.models.hf import load_tokenizer  # noqa: PLC0415
+    from rlft.models.hf_files import load_tokenizer  # noqa: PLC0415
 
     pools, p = {}, cfg.max_query_len
     for name, split in (("train", cfg.train_split), ("eval", cfg.eval_split)):

@@ -100,7 +100,7 @@ def train_tokenizer(path, vocab_size: int = 400) -> str:
     """Train a byte-level BPE (with EOS) on the fixture text, save it as `tokenizer.json` in
     directory `path` (or as the file `path` if it ends in .json); returns the file.
 
-    Load it with rlft.models.hf.load_tokenizer(file, vocab_size=...), which adds [PAD]
+    Load it with rlft.models.hf_files.load_tokenizer(file, vocab_size=...), which adds [PAD]
     (id vocab_size, so the model needs vocab_size + 1 embedding rows at least).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415

@@ -24,7 +24,7 @@ MAX_QUERY_LEN = 512  # tokens, the paper's query length
 SFT_RESPONSE_LEN = 53  # tokens including EOS, the paper's summary length
 PAIR_RESPONSE_LEN = 128  # comparison summaries (policy samples) run longer than SFT references
 EOS_TOKEN = "<|endoftext|>"  # GPT-NeoX / Pythia
-PAD_TOKEN = "[PAD]"  # added by rlft.models.hf.load_tokenizer
+PAD_TOKEN = "[PAD]"  # added by rlft.models.hf_files.load_tokenizer
 CHUNK = 1024  # rows tokenised per batch call
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,14 @@ class TextTokenizer:
     def from_hf(
         cls, tokenizer, eos_token: str = EOS_TOKEN, pad_token: str = PAD_TOKEN
     ) -> "TextTokenizer":
-        """Adapter for a `tokenizers.Tokenizer` (e.g. from rlft.models.hf.load_tokenizer)."""
+        """Adapter for a `tokenizers.Tokenizer` (e.g. from rlft.models.hf_files.load_tokenizer)."""
         ids = {}
         for role, token in (("eos", eos_token), ("pad", pad_token)):
             ids[role] = tokenizer.token_to_id(token)
             if ids[role] is None:
                 raise ValueError(
                     f"tokenizer has no {role} token {token!r}; pass {role}_token= (load it with "
-                    f"rlft.models.hf.load_tokenizer, which adds {PAD_TOKEN})"
+                    f"rlft.models.hf_files.load_tokenizer, which adds {PAD_TOKEN})"
                 )
         return cls(
             encode=lambda text: tokenizer.encode(text, add_special_tokens=False).ids,
