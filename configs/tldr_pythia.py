@@ -47,7 +47,8 @@ is the same DPO stage as an `rlft train` config, for reference.
 
 import ml_collections
 
-from rlft.defaults import base_config, parse_arg
+from rlft.defaults import VARIANT_QUERY, base_config, parse_arg
+from rlft.errors import ConfigError
 from rlft.experiments.arms import DEFAULT_ARMS
 from rlft.experiments.pipeline.spec import strip_owned
 
@@ -122,14 +123,14 @@ def _data(size: str, stage: str, root: str) -> ml_collections.ConfigDict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if (arg or "").split(":")[1:2] == ["online_dpo"]:
-        raise ValueError(
+        raise ConfigError(
             "configs/tldr_pythia.py: online DPO samples its pairs between stages, which `rlft "
             f"train` cannot do; run it with `rlft reproduce --config=configs/tldr_pythia.py:"
             f"{arg.split(':')[0]}:reproduce --workdir=DIR` (every arm, online DPO included)"
         )
     usage = "SIZE:STAGE[:ROOT], e.g. 1.4b:sft"
-    if len((arg or "").split(":")) < 2:
-        raise ValueError(f"configs/tldr_pythia.py: variant {arg!r}; give {usage}")
+    if len((arg or "").split(":")) < 2 and arg != VARIANT_QUERY:
+        raise ConfigError(f"configs/tldr_pythia.py: variant {arg!r}; give {usage}")
     size, stage, root = parse_arg(
         arg,
         "configs/tldr_pythia.py",

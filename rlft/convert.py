@@ -93,9 +93,16 @@ def _num_params(cfg: ModelConfig) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_params("lm", cfg)))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with rlft's one-line usage errors (exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str]) -> int:
     """`rlft convert` entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlft convert",
         description="Convert GPT-NeoX/Pythia checkpoints between the "
         "Hugging Face layout and an rlft params directory (see docs/convert.md).",

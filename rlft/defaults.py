@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from rlft.errors import ConfigError
+
 
 def base_config(objective: str, tiny: bool) -> ml_collections.ConfigDict:
     """A complete config for `objective`; `tiny` sizes it for a CPU smoke run."""
@@ -50,15 +52,39 @@ def base_config(objective: str, tiny: bool) -> ml_collections.ConfigDict:
     return c
 
 
+VARIANT_QUERY = "?"  # get_config("?") raises VariantQuery: how `rlft train --help` lists variants
+
+
+class VariantQuery(ConfigError):
+    """Raised by parse_arg for VARIANT_QUERY: the variant fields a config file accepts."""
+
+    def __init__(self, file: str, fields: dict, usage: str = ""):
+        self.file, self.fields, self.usage = file, fields, usage
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        parts = [
+            f"{name} (any, default {allowed!r})"
+            if isinstance(allowed, str)
+            else f"{name}: {' | '.join(a or '(none)' for a in allowed)}"
+            for name, allowed in self.fields.items()
+        ]
+        how = f" ({self.usage})" if self.usage else ""
+        return f"variants of {self.file} ({':'.join(self.fields)}): " + "; ".join(parts) + how
+
+
 def parse_arg(arg: str | None, file: str, usage: str = "", **fields) -> tuple:
     """A config variant `a:b:c` read as the positional `fields`, each checked, in order.
 
     fields: name -> allowed values (a tuple, its first entry the default when the part is
     missing or empty) or a plain default string (any value; the last field takes the rest of
     `arg`, colons included); `usage` is added to the message. Returns the values as a tuple.
-    Raises ValueError naming the file, the field and its choices (the CLI prints that line).
+    Raises ConfigError naming the file, the field and its choices (the CLI prints that line);
+    VariantQuery for arg == VARIANT_QUERY.
     E.g. parse_arg("1.4b:sft", "configs/tldr_pythia.py", size=SIZES, stage=STAGES, root="")
     """
+    if arg == VARIANT_QUERY:
+        raise VariantQuery(file, fields, usage)
     parts = arg.split(":", len(fields) - 1) if arg else []  # the last part may hold ':' (gs://)
     parts += [""] * (len(fields) - len(parts))
     values = []
@@ -70,7 +96,7 @@ def parse_arg(arg: str | None, file: str, usage: str = "", **fields) -> tuple:
         else:
             shown = [a or "(none)" for a in allowed]
             how = f" ({usage})" if usage else ""
-            raise ValueError(
+            raise ConfigError(
                 f"{file}: unknown {name} {part!r} in variant {arg!r}; use one of {shown}{how}"
             )
     return tuple(values)
