@@ -147,16 +147,21 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, how):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7), (a, b)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    loop.train(_tiny_sft(total_steps=4, checkpoint_every=2), workdir, progress=False)
-    bad = _tiny_sft(
-        **{"total_steps": 8, "checkpoint_every": 1, "optim.learning_rate": float("nan")}
-    )
-    with pytest.raises(NonFiniteLossError, match="Last good checkpoint: step 4"):
-        loop.train(bad, workdir, progress=False)
+    config = _tiny_sft(total_steps=8, checkpoint_every=1)
+    loop.train(config, workdir, progress=False, stop_at=4)
+
+    def poisoned(state, batch, spec):  # the loss turns NaN from the 6th update on
+        new_state, metrics = train_step(state, batch, spec=spec)
+        poison = jax.numpy.where(new_state.step >= 6, jax.numpy.nan, 1.0)
+        return new_state, {**metrics, "loss": metrics["loss"] * poison}
+
+    monkeypatch.setattr(loop, "train_step", poisoned)
+    with pytest.raises(NonFiniteLossError, match="Last good checkpoint: step 5"):
+        loop.train(config, workdir, progress=False)
     steps = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
-    assert steps[-1] == 4
+    assert steps[-1] == 5
 
 
 def test_unknown_config_keys_name_the_field():

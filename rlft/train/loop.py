@@ -29,6 +29,7 @@ from rlft.train.metrics import MetricsWriter
 from rlft.train.stages import build_stage
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
+from rlft.train.workdir import check_same_run, write_config
 
 
 @contextlib.contextmanager
@@ -109,13 +110,17 @@ def train(
     `stop_at` (default: total_steps) is the step where this call stops, after saving a
     checkpoint there, so a run trained in segments (evaluated between them) resumes on the same
     schedule as one uninterrupted run. Raises ValueError unless 1 <= stop_at <= total_steps,
-    ConfigError, CheckpointError, BatchError (a batch lacking a key its objective reads) and
+    ConfigError (also when `workdir` holds a run of another config: rlft.train.workdir),
+    CheckpointError, BatchError (a batch lacking a key its objective reads) and
     NonFiniteLossError (nothing saved after the last finite step).
     """
     run = parse_config(config)
     stop = run.total_steps if stop_at is None else stop_at
     if not 1 <= stop <= run.total_steps:
         raise ValueError(f"stop_at={stop_at} must lie in [1, config.total_steps={run.total_steps}]")
+    check_same_run(run, workdir)  # before anything is read or written
+    if jax.process_index() == 0:
+        write_config(run, workdir)
     if data is None:
         if run.data is None:
             raise ConfigError("config.data is missing and no data was passed to train()")

@@ -1,0 +1,76 @@
+"""A stage workdir is a record of one run: run_config.json says what made it, and a rerun with
+another objective or config stops with one line naming the differing fields, touching nothing."""
+
+import json
+import os
+
+import pytest
+
+from rlft.cli import main
+from rlft.models.params_io import read_meta
+from rlft.train.workdir import CONFIG_FILE, differences
+from tests.helpers import REPO_CONFIGS
+
+SFT = f"--config={os.path.join(REPO_CONFIGS, 'sft.py')}:tiny"
+DPO = f"--config={os.path.join(REPO_CONFIGS, 'dpo.py')}:tiny"
+SHORT = ["--config.total_steps=2", "--config.checkpoint_every=2", "--noprogress"]
+
+
+@pytest.fixture(scope="module")
+def sft_workdir(tmp_path_factory):
+    wd = str(tmp_path_factory.mktemp("sft"))
+    assert main(["train", SFT, *SHORT, f"--workdir={wd}"]) == 0
+    return wd
+
+
+def _snapshot(wd):
+    with open(os.path.join(wd, "metrics.jsonl")) as f:
+        return f.read(), read_meta(wd)[0]
+
+
+def test_run_config_is_recorded(sft_workdir):
+    with open(os.path.join(sft_workdir, CONFIG_FILE)) as f:
+        record = json.load(f)
+    assert record["resolved"]["objective"] == "sft" and record["resolved"]["total_steps"] == 2
+    assert (
+        record["as_given"]["optim"]["learning_rate"] == record["resolved"]["optim"]["learning_rate"]
+    )
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        ([DPO, "--config.init.policy={wd}"], ["config.objective: 'sft' -> 'dpo'"]),
+        ([SFT, "--config.optim.learning_rate=0.5"], ["config.optim.learning_rate:", "-> 0.5"]),
+        ([SFT, "--config.seed=7"], ["config.seed:", "-> 7"]),
+        ([SFT, "--config.model.num_layers=3"], ["config.model.num_layers:", "-> 3"]),
+    ],
+)
+def test_a_rerun_with_another_config_stops_and_touches_nothing(sft_workdir, argv, named, capsys):
+    before = _snapshot(sft_workdir)
+    argv = [a.replace("{wd}", sft_workdir) for a in argv]
+    rc = main(["train", *argv, *SHORT, f"--workdir={sft_workdir}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    for part in [*named, "Use a new --workdir", CONFIG_FILE]:
+        assert part in err[0], (part, err[0])
+    assert _snapshot(sft_workdir) == before
+
+
+def test_more_steps_continue_the_same_run(tmp_path):
+    wd = str(tmp_path)
+    assert main(["train", SFT, *SHORT, f"--workdir={wd}"]) == 0
+    longer = ["--config.total_steps=4", "--config.checkpoint_every=2", "--noprogress"]
+    assert main(["train", SFT, *longer, f"--workdir={wd}"]) == 0
+    assert read_meta(wd)[0] == 4
+
+
+def test_differences_by_hand():
+    saved = {"objective": "dpo", "total_steps": 10, "hparams": {"beta": 0.1}, "mesh": {"data": 1}}
+    now = {"objective": "dpo", "total_steps": 20, "hparams": {"beta": 0.5}, "mesh": {"data": 2}}
+    assert differences(saved, now, "dpo") == ["config.dpo.beta: 0.1 -> 0.5"]
+    assert differences(saved, saved, "dpo") == []
+    assert differences({"a": 1}, {"b": 2}, "x") == [
+        "config.a: 1 -> '(absent)'",
+        "config.b: '(absent)' -> 2",
+    ]
