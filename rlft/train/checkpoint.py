@@ -6,12 +6,18 @@ meta, are the model layer's: rlft.models.params_io); `meta` (JSON) holds the mod
 role, the objective and the data position.
 """
 
+import sys
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from rlft.errors import CheckpointError
 from rlft.models.params_io import CHECKPOINT_ITEMS, checkpoint_dir
 from rlft.train.state import TrainState
+
+SET_ASIDE = ".unreadable"  # suffix of a step directory that failed to restore (kept, not deleted)
 
 
 def make_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -59,3 +65,40 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState, step: in
         step=train["step"], params=out["params"], opt_state=train["opt_state"], rng=train["rng"]
     )
     return state, out["meta"]
+
+
+def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: TrainState, workdir: str):
+    """(state, meta) from the newest step that restores, or None if there is no checkpoint.
+
+    A step that fails to restore (corrupt or truncated files) is reported on stderr and moved
+    aside to `<step>.unreadable` (never deleted), so the run resumes from the step before and
+    can save that step again. Raises CheckpointError naming the directories if none restores,
+    or, on a multi-process run, at the first unreadable step (move it aside by hand).
+    """
+    failed = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        try:
+            return restore(manager, abstract_state, step)
+        except Exception as e:  # noqa: BLE001 (Orbax/TensorStore raise many kinds)
+            where = epath.Path(checkpoint_dir(workdir)) / str(step)
+            reason = " ".join(str(e).split())[:200]
+            if jax.process_count() > 1:
+                raise CheckpointError(
+                    f"checkpoint {where} does not restore ({type(e).__name__}: {reason}); move "
+                    f"it aside (e.g. to {where}{SET_ASIDE}) and rerun to resume from the one before"
+                ) from e
+            aside = epath.Path(f"{where}{SET_ASIDE}")
+            where.rename(aside)
+            failed.append(str(aside))
+            print(
+                f"rlft: warning: checkpoint step {step} does not restore ({type(e).__name__}: "
+                f"{reason}); kept as {aside}; trying the one before",
+                file=sys.stderr,
+            )
+    if failed:
+        manager.reload()
+        raise CheckpointError(
+            f"no checkpoint of {workdir} restores (unreadable, kept: {', '.join(failed)}); "
+            "restore them from a copy, or start afresh in a new --workdir"
+        )
+    return None

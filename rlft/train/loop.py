@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from rlft.config import RunConfig, parse_config, resolved
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
-from rlft.errors import ConfigError, NonFiniteLossError
+from rlft.errors import CheckpointError, ConfigError, NonFiniteLossError
 from rlft.objectives import check_batch
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
@@ -132,9 +132,15 @@ def train(
     state, shardings = init_state(stage.roles, tx, run.seed, mesh)
     manager = checkpoint.make_manager(workdir)
     start = 0
-    if manager.latest_step() is not None:
-        state, meta = checkpoint.restore(manager, _abstract(state))
+    try:
+        restored = checkpoint.restore_newest_good(manager, _abstract(state), workdir)
+    except CheckpointError:
+        manager.close()
+        raise
+    if restored is not None:
+        state, meta = restored
         start = int(meta["loop_step"])
+        manager.reload()  # steps set aside as unreadable are no longer the manager's
     else:
         state = stage.load_init(state)
     jitted_step = jax.jit(

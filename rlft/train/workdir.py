@@ -51,6 +51,8 @@ def check_same_run(run: RunConfig, workdir: str) -> None:
         step, meta = read_meta(workdir)
     except FileNotFoundError:
         return
+    except Exception:  # noqa: BLE001 (an unreadable latest step: the restore reports it)
+        return
     saved = meta.get("resolved")
     if saved is None:
         return
