@@ -144,6 +144,62 @@ def test_top_p_filter_hand_case():
     ]
 
 
+@pytest.mark.parametrize(
+    "probs,top_p,kept",
+    [
+        # Ties at the boundary: the fewest tokens reaching 0.5 are 2, the lower index first.
+        ([0.4, 0.2, 0.2, 0.2], 0.5, [1, 1, 0, 0]),
+        ([0.2, 0.4, 0.2, 0.2], 0.5, [1, 1, 0, 0]),
+        ([0.25, 0.25, 0.25, 0.25], 0.5, [1, 1, 0, 0]),
+        ([0.1] * 7, 0.3, [1, 1, 1, 0, 0, 0, 0]),
+        # 0.5 + 0.3 reaches 0.8 exactly: 2 tokens (the earlier filter kept 3).
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 0.8, [1, 1, 0, 0, 0]),
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 0.81, [1, 1, 1, 0, 0]),
+        # 0.46 + 0.36 reaches 0.82 exactly, but the float32 sum falls short: the tolerance.
+        ([0.15, 0.36, 0.46, 0.03], 0.82, [0, 1, 1, 0]),
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 1e-9, [0, 1, 0, 0, 0]),  # the argmax always stays
+    ],
+)
+def test_top_p_filter_takes_tokens_by_rank(probs, top_p, kept):
+    logits_1xV = jnp.log(jnp.array([probs], jnp.float32))
+    got = jax.jit(top_p_filter, static_argnums=1)(logits_1xV, top_p)
+    assert np.isfinite(got[0]).astype(int).tolist() == kept
+    np.testing.assert_array_equal(got[0][np.array(kept, bool)], logits_1xV[0][np.array(kept, bool)])
+
+
+def test_top_p_filter_matches_transformers():
+    """Against transformers' TopPLogitsWarper (torch, float32) and a float64 numpy count, on
+    random rows of three sharpnesses. Rows whose exact boundary mass lies within twice the
+    tolerance of top_p are left out (there the float32 sums, not the rule, decide); on the
+    hand rows only the count is compared (among ties transformers keeps the higher index)."""
+    torch = pytest.importorskip("torch")
+    warper_cls = pytest.importorskip("transformers.generation.logits_process").TopPLogitsWarper
+    from rlft.rollout.sampler import TOP_P_TOLERANCE  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    logits_NxV = np.concatenate([rng.normal(size=(61, 97)) * s for s in (0.5, 2.0, 5.0)])
+    logits_NxV = logits_NxV.astype(np.float32)
+    filt = jax.jit(top_p_filter, static_argnums=1)
+    probs_NxV = np.exp(logits_NxV.astype(np.float64))
+    probs_NxV = -np.sort(-probs_NxV / probs_NxV.sum(-1, keepdims=True), axis=-1)
+    mass_before_NxV = np.cumsum(probs_NxV, axis=-1) - probs_NxV
+    compared = 0
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        ours_NxV = np.isfinite(filt(jnp.asarray(logits_NxV), top_p))
+        theirs_NxV = np.isfinite(warper_cls(top_p)(None, torch.tensor(logits_NxV)).numpy())
+        clear_N = np.all(np.abs(mass_before_NxV - top_p) > 2 * TOP_P_TOLERANCE, axis=-1)
+        count_N = np.maximum(np.sum(mass_before_NxV < top_p, axis=-1), 1)
+        np.testing.assert_array_equal(ours_NxV[clear_N], theirs_NxV[clear_N])
+        np.testing.assert_array_equal(ours_NxV.sum(-1)[clear_N], count_N[clear_N])
+        compared += clear_N.sum()
+    assert compared > 0.98 * 4 * len(logits_NxV)
+    hand = [([0.4, 0.2, 0.2, 0.2], 0.5), ([0.3, 0.5, 0.1, 0.06, 0.04], 0.8)]
+    for probs, top_p in [*hand, ([0.15, 0.36, 0.46, 0.03], 0.82)]:
+        logits_1xV = np.log(np.array([probs], np.float32))
+        theirs = np.isfinite(warper_cls(top_p)(None, torch.tensor(logits_1xV)).numpy())
+        assert np.isfinite(filt(jnp.asarray(logits_1xV), top_p)).sum() == theirs.sum()
+
+
 @pytest.mark.parametrize("temperature,top_p", [(0.5, 1.0), (2.0, 0.8)])
 def test_sample_token_frequencies(temperature, top_p):
     """Draws follow softmax(logits / T), renormalised over the nucleus (4-sigma bound)."""

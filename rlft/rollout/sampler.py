@@ -36,14 +36,35 @@ class Samples(NamedTuple):
     finished: jax.Array  # [N] bool; the response ended with EOS (else it hit max_new_tokens)
 
 
+# Mass short of top_p by at most this much counts as reaching it: a float32 cumulative sum of
+# probabilities that add up to top_p exactly (0.5 + 0.3 at 0.8) can land a few ulps below it.
+TOP_P_TOLERANCE = 1e-6
+
+
 def top_p_filter(logits_NxV: jax.Array, top_p: float) -> jax.Array:
-    """Keep the fewest most-likely tokens whose probability reaches top_p; -inf the rest."""
-    sorted_NxV = -jnp.sort(-logits_NxV, axis=-1)
+    """Keep the fewest most-likely tokens whose probability reaches top_p; -inf the rest.
+
+    Tokens are taken by rank in the descending order, ties broken by lower index, so a
+    boundary token tied with others keeps only as many of them as the mass needs ([0.4, 0.2,
+    0.2, 0.2] at 0.5 keeps tokens 0 and 1). Mass within TOP_P_TOLERANCE of top_p reaches it.
+    The most likely token is always kept. Matches transformers' TopPLogitsWarper up to the
+    choice among tied tokens. Jittable; top_p is a Python float.
+    """
+    order_NxV = jnp.argsort(-logits_NxV, axis=-1, stable=True)  # rank -> token, ties by index
+    sorted_NxV = jnp.take_along_axis(logits_NxV, order_NxV, axis=-1)
     probs_NxV = jax.nn.softmax(sorted_NxV, axis=-1)
-    mass_before_NxV = jnp.cumsum(probs_NxV, axis=-1) - probs_NxV
-    keep_NxV = mass_before_NxV < top_p  # the most likely token is always kept
-    threshold_N = jnp.min(jnp.where(keep_NxV, sorted_NxV, jnp.inf), axis=-1)
-    return jnp.where(logits_NxV >= threshold_N[:, None], logits_NxV, -jnp.inf)
+    # Mass of the higher ranks: an exclusive prefix sum, nondecreasing, so `short` is a prefix.
+    mass_before_NxV = jnp.pad(jnp.cumsum(probs_NxV[:, :-1], axis=-1), ((0, 0), (1, 0)))
+    short_NxV = mass_before_NxV < top_p - TOP_P_TOLERANCE
+    last_Nx1 = jnp.maximum(jnp.sum(short_NxV, axis=-1, keepdims=True), 1) - 1  # last kept rank
+    edge_logit_Nx1 = jnp.take_along_axis(sorted_NxV, last_Nx1, axis=-1)
+    edge_token_Nx1 = jnp.take_along_axis(order_NxV, last_Nx1, axis=-1)
+    # A token's rank is <= the last kept rank iff it sorts before or at the edge token.
+    token_V = jnp.arange(logits_NxV.shape[-1])
+    keep_NxV = (logits_NxV > edge_logit_Nx1) | (
+        (logits_NxV == edge_logit_Nx1) & (token_V <= edge_token_Nx1)
+    )
+    return jnp.where(keep_NxV, logits_NxV, -jnp.inf)
 
 
 def sample_token(
