@@ -13,7 +13,7 @@ import pytest
 
 from rlft import models
 from rlft.objectives.logprobs import token_logprobs
-from rlft.rollout import generate, sample_token, top_p_filter
+from rlft.rollout import generate, sample_token, sampler, top_p_filter
 
 B, P, K, L = 3, 5, 4, 11
 PADS = [0, 2, 4]  # left padding per prompt; the last prompt has one real token
@@ -214,13 +214,40 @@ def test_sample_token_frequencies(temperature, top_p):
     assert top_p == 1.0 or np.sum(probs_V == 0) == 1  # nucleus of 4 (hand-checked)
 
 
+def test_right_padded_prompts_are_rejected():
+    cfg, params, prompt_BxP, mask_BxP = setup()
+    kwargs = {"max_new_tokens": 2, "eos_id": None, "pad_id": PAD_ID}
+    right_BxP = mask_BxP[:, ::-1]  # the same real tokens per row, the padding at the end
+    for mask in (right_BxP, np.asarray(right_BxP)):
+        with pytest.raises(ValueError, match=r"row\(s\) \[1, 2\]\); left-pad prompts"):
+            generate(cfg, params, prompt_BxP, mask, jax.random.key(0), **kwargs)
+    # Under a trace the mask is not read: jitted callers (the PPO rollout) pay nothing.
+    jitted = jax.jit(lambda m: generate(cfg, params, prompt_BxP, m, jax.random.key(0), **kwargs))
+    assert jitted(right_BxP).tokens.shape == (B, P + 2)
+
+
+@pytest.mark.parametrize("spec", [("data", None), (None, "data")])
+def test_left_padding_check_reads_sharded_masks(spec):
+    """Rows or columns over 8 devices: only the shards holding the last column are read."""
+    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
+
+    mesh = jax.make_mesh((8,), ("data",))
+    left_8x8 = np.arange(8)[None, :] >= np.arange(8)[:, None]  # row r: r pads, then tokens
+    put = functools.partial(jax.device_put, device=NamedSharding(mesh, PartitionSpec(*spec)))
+    sampler.check_left_padded(put(left_8x8))
+    right_8x8 = left_8x8.copy()
+    right_8x8[5] = left_8x8[5, ::-1]  # row 5 padded on the right
+    with pytest.raises(ValueError, match=r"1 prompt\(s\) end in padding .*row\(s\) \[5\]"):
+        sampler.check_left_padded(put(right_8x8))
+
+
 def test_same_rng_same_samples_and_no_recompile():
     first, again, other = sample(seed=7), sample(seed=7), sample(seed=8)
     jax.tree.map(np.testing.assert_array_equal, first, again)
     assert not np.array_equal(first.tokens, other.tokens)
-    if not hasattr(generate, "_cache_size"):
+    if not hasattr(sampler._generate, "_cache_size"):
         pytest.skip("jax.jit no longer exposes _cache_size")
-    compiled = generate._cache_size()
+    compiled = sampler._generate._cache_size()
     cfg, params, prompt_BxP, mask_BxP = setup()
     new_params = jax.tree.map(lambda x: x * 1.01, params)
     generate(
@@ -234,4 +261,4 @@ def test_same_rng_same_samples_and_no_recompile():
         eos_id=None,
         pad_id=PAD_ID,
     )
-    assert generate._cache_size() == compiled
+    assert sampler._generate._cache_size() == compiled

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlft.models import ModelConfig, causal_mask, init_kv_cache, positions_from_mask
 from rlft.models.transformer import Backbone
@@ -114,7 +115,33 @@ def _prefill(cfg: ModelConfig, params, prompt_BxP, mask_BxP, max_new_tokens: int
 _STATIC = ("max_new_tokens", "num_samples", "temperature", "top_p", "eos_id", "pad_id", "greedy")
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
+def check_left_padded(prompt_mask_BxP) -> None:
+    """Raise ValueError unless every prompt's last column is a real token (left padding).
+
+    Reads the mask only where it is concrete (numpy, or a jax.Array's addressable shards that
+    hold the last column); under a trace it does nothing, so jitted callers pay nothing.
+    """
+    if isinstance(prompt_mask_BxP, jax.core.Tracer):
+        return
+    if isinstance(prompt_mask_BxP, jax.Array):
+        p = prompt_mask_BxP.shape[-1]
+        last = [
+            np.asarray(s.data)[:, -1]
+            for s in prompt_mask_BxP.addressable_shards
+            if range(p)[s.index[-1]][-1:] == range(p - 1, p)
+        ]
+        last_B = np.concatenate(last) if last else np.ones(0, bool)
+    else:
+        last_B = np.asarray(prompt_mask_BxP)[:, -1]
+    if not np.all(last_B):
+        rows = np.flatnonzero(~last_B.astype(bool))
+        raise ValueError(
+            f"generate: {len(rows)} prompt(s) end in padding (prompt_mask[:, -1] is 0, e.g. "
+            f"row(s) {rows[:5].tolist()}); left-pad prompts: put the padding before the "
+            "tokens so each prompt's last column is its last real token."
+        )
+
+
 def generate(
     cfg: ModelConfig,
     params,
@@ -132,9 +159,45 @@ def generate(
 ) -> Samples:
     """Sample `num_samples` responses of up to `max_new_tokens` per left-padded prompt.
 
-    Jitted with the config and sampling settings static: a loop that passes new params, prompts
-    of the same shape and fresh rng keys reuses one compiled program.
+    Raises ValueError for prompts that are not left-padded (`check_left_padded`: only where
+    the mask is concrete, not under a trace) and for top_p or temperature out of range. The
+    work is one jitted program (`_generate`), the config and sampling settings static: a loop
+    that passes new params, prompts of the same shape and fresh rng keys reuses it.
     """
+    check_left_padded(prompt_mask_BxP)
+    return _generate(
+        cfg,
+        params,
+        prompt_tokens_BxP,
+        prompt_mask_BxP,
+        rng,
+        max_new_tokens=max_new_tokens,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        greedy=greedy,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
+def _generate(
+    cfg: ModelConfig,
+    params,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    rng: jax.Array,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None,
+    pad_id: int,
+    greedy: bool = False,
+) -> Samples:
+    """`generate` after its padding check; see there."""
     if not 0.0 < top_p <= 1.0 or temperature < 0.0:
         raise ValueError(f"need 0 < top_p <= 1 and temperature >= 0; got {top_p}, {temperature}.")
     greedy = greedy or temperature == 0.0
