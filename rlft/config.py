@@ -12,7 +12,7 @@ from typing import Any
 
 from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
-from rlft.errors import ConfigError
+from rlft.errors import ConfigError, check_ranges
 from rlft.models import ModelConfig, model_config
 from rlft.objectives import ALIASES, OBJECTIVES, objective_name
 from rlft.rollout.ppo import RolloutConfig
@@ -33,6 +33,9 @@ TOP_LEVEL = (
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """AdamW with global-norm clipping and a warm-up + decay schedule (rlft.train.state)."""
@@ -48,11 +51,48 @@ class OptimConfig:
     max_grad_norm: float = 1.0  # 0 disables clipping
     accum_steps: int = 1  # micro-batches per update (batch_size must divide evenly)
 
+    def __post_init__(self):
+        """Raises ConfigError naming the field and its range, or the schedule's choices."""
+        check_ranges(
+            "optim",
+            vars(self),
+            {
+                "learning_rate": (
+                    ">= 0",
+                    "the peak learning rate; the paper's Pythia runs use 3e-6",
+                ),
+                "warmup_steps": ("int >= 0", "updates of linear warm-up; 0 starts at the peak"),
+                "end_lr_frac": ("[0, 1]", "the final lr as a fraction of the peak"),
+                "b1": ("[0, 1)", "Adam's first-moment decay; usually 0.9"),
+                "b2": ("[0, 1)", "Adam's second-moment decay; usually 0.999"),
+                "eps": ("> 0", "Adam's denominator floor; the paper's code uses 1e-5"),
+                "weight_decay": (">= 0", "AdamW's decoupled decay; 0 turns it off"),
+                "max_grad_norm": (">= 0", "the global-norm clip; 0 turns clipping off"),
+                "accum_steps": ("int >= 1", "micro-batches per update; 1 takes the whole batch"),
+            },
+        )
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule={self.schedule!r}; choose one of {SCHEDULES}")
+
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
     data: int = -1  # data-parallel ways (-1: all devices not used by fsdp)
     fsdp: int = 1  # parameter-sharding ways
+
+    def __post_init__(self):
+        """Raises ConfigError unless each of data and fsdp is -1 or a positive integer."""
+        for name in ("data", "fsdp"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not (value == -1 or value >= 1)
+            ):
+                raise ConfigError(
+                    f"mesh.{name} = {value!r}: must be -1 (every device the other axis leaves) "
+                    "or a positive integer (that many ways)"
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +119,25 @@ class RunConfig:
     rollout: RolloutConfig | None = None
     reward_model: ModelConfig | None = None  # scorer architecture (PPO)
     raw: dict = dataclasses.field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        """Raises ConfigError naming the field and its range (config.total_steps = 0: must
+        be an integer >= 1), or a batch that accum_steps does not split."""
+        check_ranges(
+            "config",
+            vars(self),
+            {
+                "total_steps": ("int >= 1", "loop steps; PPO: rollout iterations"),
+                "batch_size": ("int >= 1", "rows per step: pairs for reward/DPO, PPO prompts"),
+                "checkpoint_every": ("int >= 1", "loop steps between checkpoints"),
+                "log_every": ("int >= 1", "loop steps between metrics.jsonl rows"),
+            },
+        )
+        if self.batch_size % self.optim.accum_steps:
+            raise ConfigError(
+                f"config.batch_size={self.batch_size} is not divisible by "
+                f"config.optim.accum_steps={self.optim.accum_steps}"
+            )
 
 
 def as_dict(section: Any, path: str) -> dict:
@@ -109,7 +168,9 @@ def to_dataclass(cls, section: Any, path: str, complete: bool = False):
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"config.{path}: {e}") from e
+        # A dataclass's own check already names `<path>.<field>`: prefix it, do not repeat it.
+        named = isinstance(e, ConfigError) and str(e).startswith(f"{path}.")
+        raise ConfigError(f"config.{e}" if named else f"config.{path}: {e}") from e
 
 
 def model_section(section: Any, path: str) -> ModelConfig:
@@ -154,9 +215,6 @@ def parse_config(config: Any) -> RunConfig:
     missing = sorted(set(TOP_LEVEL) - set(raw))
     if missing:
         raise ConfigError(f"config is missing {missing}; see configs/sft.py for a full example")
-    for key in ("total_steps", "batch_size", "checkpoint_every", "log_every"):
-        if not isinstance(raw[key], int) or raw[key] <= 0:
-            raise ConfigError(f"config.{key}={raw[key]!r} must be a positive integer")
     _, hparams_cls, _ = OBJECTIVES[objective]
     run = RunConfig(
         objective=objective,
@@ -184,11 +242,6 @@ def parse_config(config: Any) -> RunConfig:
             f"config.data.vocab_size={run.data.vocab_size} exceeds "
             f"config.model.vocab_size={run.model.vocab_size}; the tokenizer's "
             f"vocabulary must fit the model's embedding"
-        )
-    if run.batch_size % run.optim.accum_steps:
-        raise ConfigError(
-            f"config.batch_size={run.batch_size} is not divisible by "
-            f"config.optim.accum_steps={run.optim.accum_steps}"
         )
     return run
 

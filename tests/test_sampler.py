@@ -13,7 +13,7 @@ import pytest
 
 from rlft import models
 from rlft.objectives.logprobs import token_logprobs
-from rlft.rollout import generate, sample_token, top_p_filter
+from rlft.rollout import generate, sample_token, sampler, top_p_filter
 
 B, P, K, L = 3, 5, 4, 11
 PADS = [0, 2, 4]  # left padding per prompt; the last prompt has one real token
@@ -144,6 +144,62 @@ def test_top_p_filter_hand_case():
     ]
 
 
+@pytest.mark.parametrize(
+    "probs,top_p,kept",
+    [
+        # Ties at the boundary: the fewest tokens reaching 0.5 are 2, the lower index first.
+        ([0.4, 0.2, 0.2, 0.2], 0.5, [1, 1, 0, 0]),
+        ([0.2, 0.4, 0.2, 0.2], 0.5, [1, 1, 0, 0]),
+        ([0.25, 0.25, 0.25, 0.25], 0.5, [1, 1, 0, 0]),
+        ([0.1] * 7, 0.3, [1, 1, 1, 0, 0, 0, 0]),
+        # 0.5 + 0.3 reaches 0.8 exactly: 2 tokens (the earlier filter kept 3).
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 0.8, [1, 1, 0, 0, 0]),
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 0.81, [1, 1, 1, 0, 0]),
+        # 0.46 + 0.36 reaches 0.82 exactly, but the float32 sum falls short: the tolerance.
+        ([0.15, 0.36, 0.46, 0.03], 0.82, [0, 1, 1, 0]),
+        ([0.3, 0.5, 0.1, 0.06, 0.04], 1e-9, [0, 1, 0, 0, 0]),  # the argmax always stays
+    ],
+)
+def test_top_p_filter_takes_tokens_by_rank(probs, top_p, kept):
+    logits_1xV = jnp.log(jnp.array([probs], jnp.float32))
+    got = jax.jit(top_p_filter, static_argnums=1)(logits_1xV, top_p)
+    assert np.isfinite(got[0]).astype(int).tolist() == kept
+    np.testing.assert_array_equal(got[0][np.array(kept, bool)], logits_1xV[0][np.array(kept, bool)])
+
+
+def test_top_p_filter_matches_transformers():
+    """Against transformers' TopPLogitsWarper (torch, float32) and a float64 numpy count, on
+    random rows of three sharpnesses. Rows whose exact boundary mass lies within twice the
+    tolerance of top_p are left out (there the float32 sums, not the rule, decide); on the
+    hand rows only the count is compared (among ties transformers keeps the higher index)."""
+    torch = pytest.importorskip("torch")
+    warper_cls = pytest.importorskip("transformers.generation.logits_process").TopPLogitsWarper
+    from rlft.rollout.sampler import TOP_P_TOLERANCE  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    logits_NxV = np.concatenate([rng.normal(size=(61, 97)) * s for s in (0.5, 2.0, 5.0)])
+    logits_NxV = logits_NxV.astype(np.float32)
+    filt = jax.jit(top_p_filter, static_argnums=1)
+    probs_NxV = np.exp(logits_NxV.astype(np.float64))
+    probs_NxV = -np.sort(-probs_NxV / probs_NxV.sum(-1, keepdims=True), axis=-1)
+    mass_before_NxV = np.cumsum(probs_NxV, axis=-1) - probs_NxV
+    compared = 0
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        ours_NxV = np.isfinite(filt(jnp.asarray(logits_NxV), top_p))
+        theirs_NxV = np.isfinite(warper_cls(top_p)(None, torch.tensor(logits_NxV)).numpy())
+        clear_N = np.all(np.abs(mass_before_NxV - top_p) > 2 * TOP_P_TOLERANCE, axis=-1)
+        count_N = np.maximum(np.sum(mass_before_NxV < top_p, axis=-1), 1)
+        np.testing.assert_array_equal(ours_NxV[clear_N], theirs_NxV[clear_N])
+        np.testing.assert_array_equal(ours_NxV.sum(-1)[clear_N], count_N[clear_N])
+        compared += clear_N.sum()
+    assert compared > 0.98 * 4 * len(logits_NxV)
+    hand = [([0.4, 0.2, 0.2, 0.2], 0.5), ([0.3, 0.5, 0.1, 0.06, 0.04], 0.8)]
+    for probs, top_p in [*hand, ([0.15, 0.36, 0.46, 0.03], 0.82)]:
+        logits_1xV = np.log(np.array([probs], np.float32))
+        theirs = np.isfinite(warper_cls(top_p)(None, torch.tensor(logits_1xV)).numpy())
+        assert np.isfinite(filt(jnp.asarray(logits_1xV), top_p)).sum() == theirs.sum()
+
+
 @pytest.mark.parametrize("temperature,top_p", [(0.5, 1.0), (2.0, 0.8)])
 def test_sample_token_frequencies(temperature, top_p):
     """Draws follow softmax(logits / T), renormalised over the nucleus (4-sigma bound)."""
@@ -158,13 +214,40 @@ def test_sample_token_frequencies(temperature, top_p):
     assert top_p == 1.0 or np.sum(probs_V == 0) == 1  # nucleus of 4 (hand-checked)
 
 
+def test_right_padded_prompts_are_rejected():
+    cfg, params, prompt_BxP, mask_BxP = setup()
+    kwargs = {"max_new_tokens": 2, "eos_id": None, "pad_id": PAD_ID}
+    right_BxP = mask_BxP[:, ::-1]  # the same real tokens per row, the padding at the end
+    for mask in (right_BxP, np.asarray(right_BxP)):
+        with pytest.raises(ValueError, match=r"row\(s\) \[1, 2\]\); left-pad prompts"):
+            generate(cfg, params, prompt_BxP, mask, jax.random.key(0), **kwargs)
+    # Under a trace the mask is not read: jitted callers (the PPO rollout) pay nothing.
+    jitted = jax.jit(lambda m: generate(cfg, params, prompt_BxP, m, jax.random.key(0), **kwargs))
+    assert jitted(right_BxP).tokens.shape == (B, P + 2)
+
+
+@pytest.mark.parametrize("spec", [("data", None), (None, "data")])
+def test_left_padding_check_reads_sharded_masks(spec):
+    """Rows or columns over 8 devices: only the shards holding the last column are read."""
+    from jax.sharding import NamedSharding, PartitionSpec  # noqa: PLC0415
+
+    mesh = jax.make_mesh((8,), ("data",))
+    left_8x8 = np.arange(8)[None, :] >= np.arange(8)[:, None]  # row r: r pads, then tokens
+    put = functools.partial(jax.device_put, device=NamedSharding(mesh, PartitionSpec(*spec)))
+    sampler.check_left_padded(put(left_8x8))
+    right_8x8 = left_8x8.copy()
+    right_8x8[5] = left_8x8[5, ::-1]  # row 5 padded on the right
+    with pytest.raises(ValueError, match=r"1 prompt\(s\) end in padding .*row\(s\) \[5\]"):
+        sampler.check_left_padded(put(right_8x8))
+
+
 def test_same_rng_same_samples_and_no_recompile():
     first, again, other = sample(seed=7), sample(seed=7), sample(seed=8)
     jax.tree.map(np.testing.assert_array_equal, first, again)
     assert not np.array_equal(first.tokens, other.tokens)
-    if not hasattr(generate, "_cache_size"):
+    if not hasattr(sampler._generate, "_cache_size"):
         pytest.skip("jax.jit no longer exposes _cache_size")
-    compiled = generate._cache_size()
+    compiled = sampler._generate._cache_size()
     cfg, params, prompt_BxP, mask_BxP = setup()
     new_params = jax.tree.map(lambda x: x * 1.01, params)
     generate(
@@ -178,4 +261,4 @@ def test_same_rng_same_samples_and_no_recompile():
         eos_id=None,
         pad_id=PAD_ID,
     )
-    assert generate._cache_size() == compiled
+    assert sampler._generate._cache_size() == compiled

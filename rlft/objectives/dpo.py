@@ -15,6 +15,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlft.errors import ConfigError, check_ranges
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import sequence_logprobs
 
@@ -36,16 +37,26 @@ class DpoHparams:
     label_smoothing: float = 0.0  # conservative DPO: assumed label-flip rate, sigmoid only
 
     def __post_init__(self):
+        """Raises ConfigError naming the field and its range (dpo.beta = -1.0: must be > 0)."""
+        check_ranges(
+            "dpo",
+            vars(self),
+            {
+                "beta": ("> 0", "the KL coefficient; the paper uses 0.05"),
+                "temperature": ("> 0", "log-probs from logits / temperature; 1 offline"),
+            },
+        )
         _check(self.loss_type, self.label_smoothing)
 
 
 def _check(loss_type: str, label_smoothing: float) -> None:
+    """Raises ConfigError for an unknown loss_type or a label smoothing outside [0, 0.5)."""
     if loss_type not in LOSS_TYPES:
-        raise ValueError(f"dpo.loss_type={loss_type!r} is unknown; choose one of {LOSS_TYPES}.")
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ValueError(f"dpo.label_smoothing={label_smoothing} must lie in [0, 0.5).")
+        raise ConfigError(f"dpo.loss_type={loss_type!r} is unknown; choose one of {LOSS_TYPES}.")
+    rule = ("[0, 0.5)", "the assumed label-flip rate; 0.5 would make every label noise")
+    check_ranges("dpo", {"label_smoothing": label_smoothing}, {"label_smoothing": rule})
     if label_smoothing and loss_type != "sigmoid":
-        raise ValueError(
+        raise ConfigError(
             f"dpo.label_smoothing={label_smoothing} only applies to loss_type='sigmoid', "
             f"not {loss_type!r}; set it to 0."
         )

@@ -16,6 +16,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlft.errors import check_ranges
 from rlft.models import ModelConfig, lm_logits, scalar_values
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import shifted_entropy, token_logprobs
@@ -39,6 +40,20 @@ class PpoHparams:
     vf_coef: float = 0.1  # weight of the value loss
     ent_coef: float = 0.0  # entropy bonus
     temperature: float = 0.7  # sampling temperature; log-probs from logits / temperature
+
+    def __post_init__(self):
+        """Raises ConfigError naming the field and its range (ppo.clip_eps = 0: must be > 0)."""
+        check_ranges(
+            "ppo",
+            vars(self),
+            {
+                "clip_eps": ("> 0", "the policy ratio clip; the paper uses 0.2"),
+                "vf_clip": ("> 0", "the value clip; the paper uses 0.2"),
+                "vf_coef": (">= 0", "the value-loss weight; the paper uses 0.1"),
+                "ent_coef": (">= 0", "the entropy bonus; 0 turns it off"),
+                "temperature": ("> 0", "the sampling temperature; the paper uses 0.7"),
+            },
+        )
 
 
 def token_values(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:

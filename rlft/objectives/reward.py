@@ -21,6 +21,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlft.errors import ConfigError
 from rlft.models import ModelConfig, bilinear_reward, last_index, scalar_values
 from rlft.objectives.base import LossOut, Models
 
@@ -36,8 +37,9 @@ class RewardHparams:
     model_class: str = "last"  # last (the paper's head) | mean | sum (over response) | bilinear
 
     def __post_init__(self):
+        """Raises ConfigError for a model_class not in MODEL_CLASSES."""
         if self.model_class not in MODEL_CLASSES:
-            raise ValueError(
+            raise ConfigError(
                 f"reward.model_class={self.model_class!r}; choose one of {MODEL_CLASSES}"
             )
 

@@ -6,6 +6,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from rlft.errors import check_ranges
 from rlft.models import lm_logits
 from rlft.objectives.base import LossOut, Models
 from rlft.objectives.logprobs import token_logprobs
@@ -16,6 +17,11 @@ BATCH_KEYS = ("tokens", "mask", "loss_mask")  # [B, T]: demonstrations, response
 @dataclasses.dataclass(frozen=True)
 class SftHparams:
     temperature: float = 1.0  # logits / temperature; kept at 1 for SFT, here for symmetry
+
+    def __post_init__(self):
+        """Raises ConfigError unless temperature > 0 (the section is `sft`, or its alias)."""
+        rule = ("> 0", "logits / temperature; SFT keeps 1")
+        check_ranges("sft", vars(self), {"temperature": rule})
 
 
 def nll_and_accuracy(

@@ -16,11 +16,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from rlft.errors import ConfigError, check_ranges
 from rlft.models import ModelConfig, lm_logits
 from rlft.objectives.logprobs import token_logprobs
 from rlft.objectives.ppo import token_values
 from rlft.objectives.reward import sequence_reward
-from rlft.rollout.advantages import gae, kl_penalty, masked_whiten, ppo_rewards
+from rlft.rollout.advantages import KL_ESTIMATORS, gae, kl_penalty, masked_whiten, ppo_rewards
 from rlft.rollout.sampler import generate
 
 
@@ -38,6 +39,32 @@ class RolloutConfig:
     whiten_rewards: bool = False
     ppo_epochs: int = 4
     num_minibatches: int = 1  # per epoch; the rollout batch is batch_size prompts
+
+    def __post_init__(self):
+        """Raises ConfigError naming the field and its range (rollout.gamma = 2: must be in
+        [0, 1]) or, for kl_estimator, the choices."""
+        check_ranges(
+            "rollout",
+            vars(self),
+            {
+                "response_len": ("int >= 1", "new tokens per prompt; the paper uses 53"),
+                "top_p": ("(0, 1]", "the nucleus mass; 1 samples the full softmax"),
+                "kl_coef": (">= 0", "the per-token KL penalty; the paper uses 0.05"),
+                "no_eos_penalty": (
+                    "finite",
+                    "the score of a response without EOS; the paper uses -1",
+                ),
+                "gamma": ("[0, 1]", "the discount; the paper uses 1"),
+                "lam": ("[0, 1]", "the GAE lambda; the paper uses 0.95"),
+                "ppo_epochs": ("int >= 1", "passes over each rollout batch; the paper uses 4"),
+                "num_minibatches": ("int >= 1", "minibatches per epoch; must divide batch_size"),
+            },
+        )
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ConfigError(
+                f"rollout.kl_estimator={self.kl_estimator!r} is unknown; "
+                f"choose one of {KL_ESTIMATORS}"
+            )
 
 
 def make_rollout_fn(

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlft.models import ModelConfig, causal_mask, init_kv_cache, positions_from_mask
 from rlft.models.transformer import Backbone
@@ -36,14 +37,35 @@ class Samples(NamedTuple):
     finished: jax.Array  # [N] bool; the response ended with EOS (else it hit max_new_tokens)
 
 
+# Mass short of top_p by at most this much counts as reaching it: a float32 cumulative sum of
+# probabilities that add up to top_p exactly (0.5 + 0.3 at 0.8) can land a few ulps below it.
+TOP_P_TOLERANCE = 1e-6
+
+
 def top_p_filter(logits_NxV: jax.Array, top_p: float) -> jax.Array:
-    """Keep the fewest most-likely tokens whose probability reaches top_p; -inf the rest."""
-    sorted_NxV = -jnp.sort(-logits_NxV, axis=-1)
+    """Keep the fewest most-likely tokens whose probability reaches top_p; -inf the rest.
+
+    Tokens are taken by rank in the descending order, ties broken by lower index, so a
+    boundary token tied with others keeps only as many of them as the mass needs ([0.4, 0.2,
+    0.2, 0.2] at 0.5 keeps tokens 0 and 1). Mass within TOP_P_TOLERANCE of top_p reaches it.
+    The most likely token is always kept. Matches transformers' TopPLogitsWarper up to the
+    choice among tied tokens. Jittable; top_p is a Python float.
+    """
+    order_NxV = jnp.argsort(-logits_NxV, axis=-1, stable=True)  # rank -> token, ties by index
+    sorted_NxV = jnp.take_along_axis(logits_NxV, order_NxV, axis=-1)
     probs_NxV = jax.nn.softmax(sorted_NxV, axis=-1)
-    mass_before_NxV = jnp.cumsum(probs_NxV, axis=-1) - probs_NxV
-    keep_NxV = mass_before_NxV < top_p  # the most likely token is always kept
-    threshold_N = jnp.min(jnp.where(keep_NxV, sorted_NxV, jnp.inf), axis=-1)
-    return jnp.where(logits_NxV >= threshold_N[:, None], logits_NxV, -jnp.inf)
+    # Mass of the higher ranks: an exclusive prefix sum, nondecreasing, so `short` is a prefix.
+    mass_before_NxV = jnp.pad(jnp.cumsum(probs_NxV[:, :-1], axis=-1), ((0, 0), (1, 0)))
+    short_NxV = mass_before_NxV < top_p - TOP_P_TOLERANCE
+    last_Nx1 = jnp.maximum(jnp.sum(short_NxV, axis=-1, keepdims=True), 1) - 1  # last kept rank
+    edge_logit_Nx1 = jnp.take_along_axis(sorted_NxV, last_Nx1, axis=-1)
+    edge_token_Nx1 = jnp.take_along_axis(order_NxV, last_Nx1, axis=-1)
+    # A token's rank is <= the last kept rank iff it sorts before or at the edge token.
+    token_V = jnp.arange(logits_NxV.shape[-1])
+    keep_NxV = (logits_NxV > edge_logit_Nx1) | (
+        (logits_NxV == edge_logit_Nx1) & (token_V <= edge_token_Nx1)
+    )
+    return jnp.where(keep_NxV, logits_NxV, -jnp.inf)
 
 
 def sample_token(
@@ -93,7 +115,33 @@ def _prefill(cfg: ModelConfig, params, prompt_BxP, mask_BxP, max_new_tokens: int
 _STATIC = ("max_new_tokens", "num_samples", "temperature", "top_p", "eos_id", "pad_id", "greedy")
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
+def check_left_padded(prompt_mask_BxP) -> None:
+    """Raise ValueError unless every prompt's last column is a real token (left padding).
+
+    Reads the mask only where it is concrete (numpy, or a jax.Array's addressable shards that
+    hold the last column); under a trace it does nothing, so jitted callers pay nothing.
+    """
+    if isinstance(prompt_mask_BxP, jax.core.Tracer):
+        return
+    if isinstance(prompt_mask_BxP, jax.Array):
+        p = prompt_mask_BxP.shape[-1]
+        last = [
+            np.asarray(s.data)[:, -1]
+            for s in prompt_mask_BxP.addressable_shards
+            if range(p)[s.index[-1]][-1:] == range(p - 1, p)
+        ]
+        last_B = np.concatenate(last) if last else np.ones(0, bool)
+    else:
+        last_B = np.asarray(prompt_mask_BxP)[:, -1]
+    if not np.all(last_B):
+        rows = np.flatnonzero(~last_B.astype(bool))
+        raise ValueError(
+            f"generate: {len(rows)} prompt(s) end in padding (prompt_mask[:, -1] is 0, e.g. "
+            f"row(s) {rows[:5].tolist()}); left-pad prompts: put the padding before the "
+            "tokens so each prompt's last column is its last real token."
+        )
+
+
 def generate(
     cfg: ModelConfig,
     params,
@@ -111,9 +159,45 @@ def generate(
 ) -> Samples:
     """Sample `num_samples` responses of up to `max_new_tokens` per left-padded prompt.
 
-    Jitted with the config and sampling settings static: a loop that passes new params, prompts
-    of the same shape and fresh rng keys reuses one compiled program.
+    Raises ValueError for prompts that are not left-padded (`check_left_padded`: only where
+    the mask is concrete, not under a trace) and for top_p or temperature out of range. The
+    work is one jitted program (`_generate`), the config and sampling settings static: a loop
+    that passes new params, prompts of the same shape and fresh rng keys reuses it.
     """
+    check_left_padded(prompt_mask_BxP)
+    return _generate(
+        cfg,
+        params,
+        prompt_tokens_BxP,
+        prompt_mask_BxP,
+        rng,
+        max_new_tokens=max_new_tokens,
+        num_samples=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        greedy=greedy,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
+def _generate(
+    cfg: ModelConfig,
+    params,
+    prompt_tokens_BxP: jax.Array,
+    prompt_mask_BxP: jax.Array,
+    rng: jax.Array,
+    *,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None,
+    pad_id: int,
+    greedy: bool = False,
+) -> Samples:
+    """`generate` after its padding check; see there."""
     if not 0.0 < top_p <= 1.0 or temperature < 0.0:
         raise ValueError(f"need 0 < top_p <= 1 and temperature >= 0; got {top_p}, {temperature}.")
     greedy = greedy or temperature == 0.0
