@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from etils import epath
 
+from rlft.train.files import replace_file
+
 
 def is_remote(workdir: str) -> bool:
     return "://" in str(workdir)
@@ -32,7 +34,7 @@ class MetricsWriter:
                 for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= resume_step
             ]
-        self.path.write_text("".join(self.lines))
+        replace_file(self.path, "".join(self.lines))
         self._tb = None
         self._tb_dir = None if is_remote(workdir) else str(root / "tensorboard")
 
@@ -40,7 +42,7 @@ class MetricsWriter:
         row = {"step": int(step)}
         row.update({k: _to_float(v) for k, v in sorted(metrics.items())})
         self.lines.append(json.dumps(row) + "\n")
-        self.path.write_text("".join(self.lines))
+        replace_file(self.path, "".join(self.lines))  # a kill never leaves half a file
         if self._tb_dir is not None:
             if self._tb is None:
                 from tensorboardX import SummaryWriter  # noqa: PLC0415  (cost only when used)

@@ -5,6 +5,8 @@ The reward stage normalises its model after the last step; the DPO stage compute
 log-probs once (cached in the workdir) and trains on pairs that carry them.
 """
 
+import io
+
 import jax
 import numpy as np
 from etils import epath
@@ -20,6 +22,7 @@ from rlft.objectives import reward
 from rlft.objectives.base import Models
 from rlft.parallel import shard_batch
 from rlft.rollout.scoring import normalize_reward_model, reference_logprobs
+from rlft.train.files import replace_file
 from rlft.train.ppo_stage import ppo_stage
 from rlft.train.stage import Stage, replace_params, require_init
 
@@ -113,8 +116,9 @@ def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
         )
         if jax.process_index() == 0:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            with cache.open("wb") as f:
-                np.savez(f, **ref)
+            buffer = io.BytesIO()
+            np.savez(buffer, **ref)
+            replace_file(cache, buffer.getvalue())  # a kill never leaves a partial cache
     data = ArrayDataset({**pairs, **ref}, run.batch_size, run.seed)
 
     def load_init(state):

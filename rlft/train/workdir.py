@@ -15,6 +15,7 @@ from etils import epath
 from rlft.config import RunConfig, resolved
 from rlft.errors import ConfigError
 from rlft.models.params_io import read_meta
+from rlft.train.files import replace_file
 
 CONFIG_FILE = "run_config.json"  # not config.json: that name marks an HF checkpoint directory
 RESUMABLE = ("total_steps", "checkpoint_every", "log_every", "mesh", "init")
@@ -71,4 +72,4 @@ def write_config(run: RunConfig, workdir: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
     record = {"resolved": resolved(run), "as_given": run.raw}
     text = json.dumps(record, indent=2, sort_keys=True, default=str)
-    (path / CONFIG_FILE).write_text(text + "\n")
+    replace_file(path / CONFIG_FILE, text + "\n")
