@@ -81,3 +81,7 @@ def _within(value: object, rule: str) -> bool:
     if op not in (">", ">="):
         raise ValueError(f"range {rule!r}: use '> a', '>= a' or an interval like '[a, b)'")
     return value >= float(bound) if op == ">=" else value > float(bound)
+
+
+class WorkdirLocked(OSError):
+    """Another live rlft process holds the workdir; the message names it and the fix."""

@@ -8,7 +8,7 @@ import pytest
 
 from rlft.cli import main
 from rlft.models.params_io import read_meta
-from rlft.train.workdir import CONFIG_FILE, differences
+from rlft.train.workdir import CONFIG_FILE, LOCK_FILE, differences, workdir_lock
 from tests.helpers import REPO_CONFIGS
 
 SFT = f"--config={os.path.join(REPO_CONFIGS, 'sft.py')}:tiny"
@@ -74,3 +74,21 @@ def test_differences_by_hand():
         "config.a: 1 -> '(absent)'",
         "config.b: '(absent)' -> 2",
     ]
+
+
+def test_a_workdir_in_use_is_refused_with_its_holder(tmp_path, capsys):
+    wd = str(tmp_path / "busy")
+    with workdir_lock(wd):  # this process holds it, as a running `rlft train` would
+        rc = main(["train", SFT, *SHORT, f"--workdir={wd}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1, err
+    assert f"is in use by another rlft process (pid {os.getpid()}" in err[0]
+    assert "kill -TERM" in err[0] and not os.path.exists(os.path.join(wd, "metrics.jsonl"))
+
+
+def test_a_lock_file_left_by_a_dead_process_does_not_block(tmp_path):
+    wd = tmp_path / "stale"
+    wd.mkdir()
+    (wd / LOCK_FILE).write_text("pid 999999 on elsewhere, since 2020-01-01: rlft train ...")
+    assert main(["train", SFT, *SHORT, f"--workdir={wd}"]) == 0
+    assert f"pid {os.getpid()}" in (wd / LOCK_FILE).read_text()

@@ -29,7 +29,7 @@ from rlft.train.metrics import MetricsWriter
 from rlft.train.stages import build_stage
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
-from rlft.train.workdir import check_same_run, write_config
+from rlft.train.workdir import check_same_run, workdir_lock, write_config
 
 
 @contextlib.contextmanager
@@ -111,6 +111,7 @@ def train(
     checkpoint there, so a run trained in segments (evaluated between them) resumes on the same
     schedule as one uninterrupted run. Raises ValueError unless 1 <= stop_at <= total_steps,
     ConfigError (also when `workdir` holds a run of another config: rlft.train.workdir),
+    WorkdirLocked (another live process trains in `workdir`),
     CheckpointError, BatchError (a batch lacking a key its objective reads) and
     NonFiniteLossError (nothing saved after the last finite step).
     """
@@ -118,9 +119,14 @@ def train(
     stop = run.total_steps if stop_at is None else stop_at
     if not 1 <= stop <= run.total_steps:
         raise ValueError(f"stop_at={stop_at} must lie in [1, config.total_steps={run.total_steps}]")
-    check_same_run(run, workdir)  # before anything is read or written
-    if jax.process_index() == 0:
-        write_config(run, workdir)
+    with workdir_lock(workdir):  # one process per workdir
+        check_same_run(run, workdir)  # before anything is read or written
+        if jax.process_index() == 0:
+            write_config(run, workdir)
+        return _train(run, workdir, progress, data, stop)
+
+
+def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None, stop: int):
     if data is None:
         if run.data is None:
             raise ConfigError("config.data is missing and no data was passed to train()")

@@ -8,15 +8,22 @@ model, optimizer, the objective's hyperparameters, batch size, seed, data) fixes
 shapes or meaning and is compared with the latest checkpoint's record (its meta's `resolved`).
 """
 
+import contextlib
+import datetime
+import fcntl
 import json
+import os
+import socket
+import sys
 
 from etils import epath
 
 from rlft.config import RunConfig, resolved
-from rlft.errors import ConfigError
+from rlft.errors import ConfigError, WorkdirLocked
 from rlft.models.params_io import read_meta
 from rlft.train.files import replace_file
 
+LOCK_FILE = ".rlft.lock"
 CONFIG_FILE = "run_config.json"  # not config.json: that name marks an HF checkpoint directory
 RESUMABLE = ("total_steps", "checkpoint_every", "log_every", "mesh", "init")
 
@@ -73,3 +80,40 @@ def write_config(run: RunConfig, workdir: str) -> None:
     record = {"resolved": resolved(run), "as_given": run.raw}
     text = json.dumps(record, indent=2, sort_keys=True, default=str)
     replace_file(path / CONFIG_FILE, text + "\n")
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Hold an exclusive lock on a local workdir (fcntl.flock on WORKDIR/.rlft.lock) while the
+    block runs; the file names the holder (pid, host, command, start time).
+
+    The kernel releases the lock when its process dies (even by SIGKILL), so a lock file left by
+    a dead process never blocks: only a live holder does. Raises WorkdirLocked naming it.
+    Remote workdirs (gs://...) and processes other than 0 of a multi-process run take no lock.
+    """
+    import jax  # noqa: PLC0415 (process_index; the caller has jax up already)
+
+    if "://" in str(workdir) or jax.process_index() != 0:
+        yield
+        return
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            raise WorkdirLocked(
+                f"{workdir} is in use by another rlft process ({holder}); wait for it to end, "
+                "or stop it (kill -TERM <pid> saves a checkpoint) and rerun"
+            ) from None
+        holder = (
+            f"pid {os.getpid()} on {socket.gethostname()}, since "
+            f"{datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(sys.argv)[:300]}"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -24,6 +24,7 @@ from rlft.experiments.pipeline.budget import make_budget, run_budget
 from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reproduce, resolved
 from rlft.experiments.report.render import write_outputs
 from rlft.parallel import make_mesh
+from rlft.train.workdir import workdir_lock
 
 SOURCE_NOTES = {
     "sft": "Preference pairs: two SFT samples per prompt (narrow, the paper's data).",
@@ -66,7 +67,13 @@ def _cell_entry(spec, data, source: str, cls: str) -> dict:
 
 
 def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
-    """Run every task x seed x source x budget x arm; write results.json, report.md, plots."""
+    """Run every task x seed x source x budget x arm; write results.json, report.md, plots.
+    Raises WorkdirLocked if another live rlft process holds `workdir`."""
+    with workdir_lock(workdir):
+        return _run_reproduce(config, workdir, progress)
+
+
+def _run_reproduce(config, workdir: str, progress: bool) -> dict:
     spec = parse_reproduce(config)
     mesh = make_mesh(spec.parallel.data, spec.parallel.fsdp)
     start = time.time()
