@@ -9,10 +9,15 @@ import sys
 import pytest
 
 from rlft.cli import main
+from rlft.config import load_config, parse_config
+from rlft.models.params_io import load_params, read_meta
+from rlft.parallel import make_mesh
 from tests.helpers import REPO, REPO_CONFIGS
 
 SFT = f"--config={os.path.join(REPO_CONFIGS, 'sft.py')}:tiny"
 DPO = f"--config={os.path.join(REPO_CONFIGS, 'dpo.py')}:tiny"
+PPO = f"--config={os.path.join(REPO_CONFIGS, 'ppo.py')}:tiny"
+SHORT = ["--config.total_steps=2", "--config.checkpoint_every=2", "--noprogress"]
 TLDR = os.path.join(REPO_CONFIGS, "tldr_pythia.py")
 
 # (argv, exit status, substrings of the one stderr line); {wd} is a fresh workdir
@@ -85,16 +90,91 @@ CASES = {
         1,
         ["is not an HF checkpoint directory", "config.json"],
     ),
+    "workdir under a file": (
+        ["train", SFT, "--workdir={wd}/a_file/run"],
+        1,
+        ["Not a directory", "a_file/run"],
+    ),
+    "vocabulary larger than the model's": (
+        ["train", SFT, "--config.model.vocab_size=32", "--workdir={wd}"],
+        1,
+        ["config.data.vocab_size=64 exceeds config.model.vocab_size=32"],
+    ),
+    "rows longer than max_len": (
+        ["train", SFT, "--config.data.max_items=200", "--workdir={wd}"],
+        1,
+        ["exceed config.model.max_len = 256", "config.data"],
+    ),
+    "empty dataset": (
+        ["train", SFT, "--config.data.num_examples=0", "--workdir={wd}"],
+        1,
+        ["dataset is empty"],
+    ),
+    "batch that accumulation cannot split": (
+        ["train", SFT, "--config.batch_size=30", "--config.optim.accum_steps=4", "--workdir={wd}"],
+        1,
+        ["config.batch_size", "accum_steps"],
+    ),
+    "negative beta": (
+        ["train", DPO, "--config.dpo.beta=-1", "--workdir={wd}"],
+        1,
+        ["config.dpo.beta", "must be > 0"],
+    ),
+    # Against a trained SFT workdir ({sft}), which must still restore afterwards:
+    "policy workdir as a reward model": (
+        [
+            "train",
+            PPO,
+            "--config.init.policy={sft}",
+            "--config.init.reward={sft}",
+            "--workdir={wd}",
+        ],
+        1,
+        ["no 'reward' model", "reward stage"],
+    ),
+    "init of another model size": (
+        [
+            "train",
+            DPO,
+            "--config.init.policy={sft}",
+            "--config.model.num_layers=3",
+            "--workdir={wd}",
+        ],
+        1,
+        ["model.num_layers: checkpoint 2 vs config 3", "make config.model match"],
+    ),
+    "another objective on a trained workdir": (
+        ["train", DPO, "--config.init.policy={sft}", "--workdir={sft}"],
+        1,
+        ["config.objective: 'sft' -> 'dpo'", "Use a new --workdir"],
+    ),
+    "another seed on a trained workdir": (
+        ["train", SFT, *SHORT, "--config.seed=5", "--workdir={sft}"],
+        1,
+        ["config.seed:", "-> 5"],
+    ),
 }
 
 
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    """A trained tiny SFT workdir (2 steps): some cases point at it."""
+    wd = str(tmp_path_factory.mktemp("sft"))
+    assert main(["train", SFT, *SHORT, f"--workdir={wd}"]) == 0
+    return wd
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_gets_one_line(case, tmp_path, capsys):
+def test_bad_input_gets_one_line(case, tmp_path, capsys, request):
     argv, status, parts = CASES[case]
     wd = str(tmp_path / "w")
     os.makedirs(wd)
+    (tmp_path / "w" / "a_file").write_text("")
+    trained = request.getfixturevalue("sft") if any("{sft}" in a for a in argv) else None
+    before = _record(trained) if trained else None
+    argv = [a.replace("{wd}", wd).replace("{sft}", str(trained)) for a in argv]
     try:
-        rc = main([a.replace("{wd}", wd) for a in argv])
+        rc = main(argv)
     except SystemExit as e:  # argparse (rlft convert) exits itself
         rc = e.code
     out = capsys.readouterr()
@@ -103,6 +183,16 @@ def test_bad_input_gets_one_line(case, tmp_path, capsys):
     assert len(lines) == 1, out.err
     for part in parts:
         assert part in lines[0], (part, lines[0])
+    if trained:  # the trained workdir is untouched and its last checkpoint restores
+        assert _record(trained) == before
+        model = parse_config(load_config(SFT.split("=")[1].split(":")[0], "tiny")).model
+        params = load_params(trained, "policy", "lm", model, make_mesh())
+        assert params["backbone"]["embed_in"]["embedding"].shape[0] == model.vocab_size
+
+
+def _record(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return f.read(), read_meta(workdir)[0]
 
 
 def test_debug_shows_the_traceback(monkeypatch):

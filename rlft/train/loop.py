@@ -126,11 +126,31 @@ def train(
         return _train(run, workdir, progress, data, stop)
 
 
+def check_data_fits(run: RunConfig, data: DataBundle) -> None:
+    """Raise ConfigError if the data's token ids or row lengths (prompt + PPO response) do not
+    fit config.model (vocab_size, max_len)."""
+    if data.vocab_size > run.model.vocab_size:
+        raise ConfigError(
+            f"the data's vocabulary has {data.vocab_size} ids but config.model.vocab_size = "
+            f"{run.model.vocab_size}; use a model whose embedding fits the tokenizer"
+        )
+    parts = (data.sft, data.pairs, data.prompts, data.reference)
+    lengths = [a.shape[-1] for p in parts if p for k, a in p.items() if k.endswith("tokens")]
+    if run.rollout is not None and data.prompts:
+        lengths.append(data.prompts["prompt_tokens"].shape[-1] + run.rollout.response_len)
+    if lengths and max(lengths) > run.model.max_len:
+        raise ConfigError(
+            f"rows of {max(lengths)} tokens (prompt + response) exceed config.model.max_len = "
+            f"{run.model.max_len}; shorten the data (config.data) or raise config.model.max_len"
+        )
+
+
 def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None, stop: int):
     if data is None:
         if run.data is None:
             raise ConfigError("config.data is missing and no data was passed to train()")
         data = bundle_from_config(run.data, progress=progress)
+    check_data_fits(run, data)
     mesh = make_mesh(run.mesh.data, run.mesh.fsdp)
     stage = build_stage(run, mesh, workdir, data)
     tx, schedule = make_optimizer(run.optim, run.total_steps * stage.updates_per_step)
