@@ -190,6 +190,7 @@ def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None
         desc=f"{run.objective} {workdir}",
         disable=not (progress and is_main),
         dynamic_ncols=True,
+        leave=None,  # kept at the top level; a bar nested under `rlft reproduce`'s goes away
     )
 
     def read(done: int, device_metrics) -> dict:

@@ -22,6 +22,7 @@ from rlft.experiments.pipeline import seed as seeds
 from rlft.experiments.pipeline import units
 from rlft.experiments.pipeline.budget import make_budget, run_budget
 from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reproduce, resolved
+from rlft.experiments.pipeline.training import STEP_BARS
 from rlft.experiments.report.render import write_outputs
 from rlft.parallel import make_mesh
 from rlft.train.workdir import workdir_lock
@@ -69,8 +70,12 @@ def _cell_entry(spec, data, source: str, cls: str) -> dict:
 def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
     """Run every task x seed x source x budget x arm; write results.json, report.md, plots.
     Raises WorkdirLocked if another live rlft process holds `workdir`."""
-    with workdir_lock(workdir):
-        return _run_reproduce(config, workdir, progress)
+    token = STEP_BARS.set(progress)  # each unit's step bar beneath the unit bar
+    try:
+        with workdir_lock(workdir):
+            return _run_reproduce(config, workdir, progress)
+    finally:
+        STEP_BARS.reset(token)
 
 
 def _run_reproduce(config, workdir: str, progress: bool) -> dict:

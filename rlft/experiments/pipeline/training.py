@@ -6,6 +6,7 @@ along its true learning-rate schedule, stopping at `points` checkpoints (driver 
 evaluate each: the arm's reward-KL frontier.
 """
 
+import contextvars
 import copy
 import json
 import math
@@ -59,6 +60,11 @@ def stage_config(
     return c
 
 
+# Whether a unit's training shows its step bar (stage, workdir, step, loss, ETA) beneath the
+# run's unit bar: run_reproduce sets it from its `progress`.
+STEP_BARS = contextvars.ContextVar("rlft_reproduce_step_bars", default=False)
+
+
 def frontier_marks(total_steps: int, points: int) -> list[int]:
     """`points` checkpoint steps spread evenly over the run, the last one at its end."""
     return sorted({max(1, round(total_steps * (i + 1) / points)) for i in range(points)})
@@ -73,7 +79,7 @@ def train_to(config: dict, workdir: str, bundle: DataBundle, stop_at: int | None
     goes on with a half-trained or wrong-step model.
     """
     want = config["total_steps"] if stop_at is None else stop_at
-    last = train(config, workdir, progress=False, data=bundle, stop_at=want)
+    last = train(config, workdir, progress=STEP_BARS.get(), data=bundle, stop_at=want)
     if last.get("stopped_by"):
         raise RunStopped(
             f"{workdir}: stopped by {last['stopped_by']} at step {last['step']} (saved); run the "
