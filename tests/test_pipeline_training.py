@@ -56,3 +56,20 @@ def test_a_signal_stops_the_pipeline_instead_of_using_a_half_trained_unit(monkey
     monkeypatch.setattr(training, "train", lambda *a, **k: {"stopped_by": "SIGTERM", "step": 1})
     with pytest.raises(RunStopped, match="stopped by SIGTERM at step 1"):
         training.train_to(config, str(tmp_path), bundle)
+
+
+def test_units_show_their_step_bar_only_when_the_run_shows_progress(monkeypatch, tmp_path):
+    seen = []
+
+    def fake_train(config, workdir, progress, data, stop_at):
+        seen.append(progress)
+        return {"stopped_by": "SIGTERM", "step": 0}  # stop right away: the bar is what we check
+
+    monkeypatch.setattr(training, "train", fake_train)
+    config, bundle = _tiny_sft()
+    for shown in (False, True):
+        token = training.STEP_BARS.set(shown)
+        with pytest.raises(RunStopped):
+            training.train_to(config, str(tmp_path), bundle)
+        training.STEP_BARS.reset(token)
+    assert seen == [False, True]
