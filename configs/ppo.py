@@ -1,6 +1,6 @@
 """PPO against the trained reward model, KL to the SFT reference folded into the reward.
 
-Recipe of the public TL;DR PPO reproductions (PAPER.md section 4): critic initialised from the
+Recipe of the public TL;DR PPO reproductions (docs/paper.md section 4): critic initialised from the
 reward model, temperature-scaled log-probs, responses cut after the first EOS, a fixed penalty
 when no EOS appears, per-token k1 KL, GAE(1, 0.95), whitened advantages, 4 epochs, clip 0.2.
 Run after configs/sft.py:tiny and configs/reward.py:tiny:

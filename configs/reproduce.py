@@ -11,7 +11,7 @@
 default: the gap task `keyed` and its one-token control `keyed_short`, every arm, 3 seeds (each
 seed draws its own hidden task), one label budget; the authors' protocol (`:paper`) except where
 a field's comment gives the measured reason to differ. paper: the authors' settings exactly
-(PAPER.md section 4): online DPO samples K = 25 at T = 0.1 from the starting policy with DPO
+(docs/paper.md section 4): online DPO samples K = 25 at T = 0.1 from the starting policy with DPO
 log-probs at that temperature, beta 0.05, one epoch; near-greedy evaluation (T = 0.01).
 quick: one task, one seed. map: when does online win? response length x reward-model class x
 label budget on two task families. hypotheses: H3 (more online prompts) and H4 (narrow / wide

@@ -1,4 +1,4 @@
-"""Pythia-1.4B / 2.8B on Reddit TL;DR with the paper's settings (PAPER.md section 4), by stage.
+"""Pythia-1.4B / 2.8B on Reddit TL;DR with the paper's settings (docs/paper.md section 4), by stage.
 
 Variant `SIZE:STAGE[:ROOT]`: SIZE is 1.4b, 2.8b or smoke; STAGE is sft, reward, dpo or ppo;
 ROOT (default runs/tldr_SIZE) holds the stage workdirs ROOT/sft, ROOT/reward, ROOT/dpo,
@@ -65,7 +65,7 @@ ACCUM = {
     "2.8b": {"sft": 2, "reward": 8, "dpo": 8, "ppo": 4},
     "smoke": {"sft": 1, "reward": 1, "dpo": 1, "ppo": 1},
 }
-ONLINE_DPO = dict(  # the sampling step of online DPO (PAPER.md section 4), for the pipeline
+ONLINE_DPO = dict(  # the sampling step of online DPO (docs/paper.md section 4), for the pipeline
     num_samples=25,  # K responses per preference prompt from the starting policy
     temperature=0.1,  # sampling temperature; dpo.temperature matches it
     max_new_tokens=53,
@@ -181,8 +181,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _ppo(c: ml_collections.ConfigDict, size: str) -> None:
-    """PPO of the public TL;DR reproductions (PAPER.md section 4). The batch (64 prompts per
-    rollout, one pass over the SFT prompts) is our choice: PAPER.md fixes none."""
+    """PPO of the public TL;DR reproductions (docs/paper.md section 4). The batch (64 prompts per
+    rollout, one pass over the SFT prompts) is our choice: docs/paper.md fixes none."""
     c.reward_model = _model(size)  # scorer and critic: the reward stage's architecture
     c.ppo = dict(
         clip_eps=0.2,  # policy ratio clip

@@ -2,8 +2,8 @@
 
 An arm is a way to turn the same preference data into a policy. `kind` is how it trains (sft:
 not at all; dpo: the DPO loss on pairs; ppo: RL against a scorer); `start` the policy it starts
-from, which is also the reference of its DPO log-ratios (PAPER.md section 4: online DPO from the
-offline-DPO policy uses that policy as start and reference; KL is always measured to SFT);
+from, which is also the reference of its DPO log-ratios (docs/paper.md section 4: online DPO from
+the offline-DPO policy uses that policy as start and reference; KL is always measured to SFT);
 `pairs` where its DPO pairs come from (the labelled pairs, or online: best and worst of K
 samples of the current policy by `scorer`); `scorer` the reward it uses (the global reward model
 or the gold verifier); `prompts` the prompts it samples on (the label budget's, or more:

@@ -27,7 +27,7 @@ from rlft.rollout.sampler import generate
 
 @dataclasses.dataclass(frozen=True)
 class RolloutConfig:
-    """PPO rollouts (the public TL;DR PPO recipe's defaults, see PAPER.md section 4)."""
+    """PPO rollouts (the public TL;DR PPO recipe's defaults, see docs/paper.md section 4)."""
 
     response_len: int = 53  # new tokens sampled per prompt
     top_p: float = 1.0

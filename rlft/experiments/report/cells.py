@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from rlft.experiments.arms import ARMS
 
-# Which task-config entry plays which part in the hypotheses (PAPER.md section 5).
+# Which task-config entry plays which part in the hypotheses (docs/paper.md section 5).
 TASK_ROLES = {"gap": "keyed", "short": "keyed_short", "hard_verifier": "rouge", "control": "bandit"}
 H4_SUFFIXES = ("_narrow", "_wide")  # cells split by pair source (labels.sources)
 

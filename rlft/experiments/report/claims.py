@@ -1,6 +1,6 @@
 """What each hypothesis predicts, and the verdict rows written out as sentences and tables.
 
-CLAIMS state the predictions tested (PAPER.md section 3), not results. Every sentence that
+CLAIMS state the predictions tested (docs/paper.md section 3), not results. Every sentence that
 states a result is `verdict_sentence` of a results.json "hypotheses" row: its quantity, mean,
 95% interval, seeds, evaluation and verdict.
 """

@@ -1,4 +1,4 @@
-"""The precondition of the generation-verification gap (PAPER.md section 2, Thm 3.1), measured.
+"""The precondition of the generation-verification gap (docs/paper.md section 2, Thm 3.1), measured.
 
 Online PFT can only win through a reward model that is easier to learn than the policy: here,
 the global RM must rank held-out pairs better than DPO's implicit (local) reward, and

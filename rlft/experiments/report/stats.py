@@ -100,7 +100,7 @@ def verdict(lo: float, hi: float, predicted: str = "positive") -> str:
 
     predicted "positive": supported iff the interval lies above 0, contradicted iff below,
     else inconclusive; "negative": the mirror image. predicted "not positive" (a prediction of
-    no improvement, PAPER.md H3 and H6b): contradicted iff the interval lies above 0, supported
+    no improvement, docs/paper.md H3 and H6b): contradicted iff the interval lies above 0, supported
     iff it lies below, else "not contradicted" (no improvement detected at this precision: an
     interval covering 0 cannot support a null without an equivalence margin, and fewer seeds
     would make it easier). predicted "zero" (two roads that should coincide, the isomorphic

@@ -2,7 +2,7 @@
 
 `hypotheses(results)` reads results.json's comparisons (comparisons.py), diagnostics and
 isomorphic sections and gives one row per hypothesis and measurement: quantity, mean, Student-t
-95% interval, seeds and a verdict (judge.py). The rules (PAPER.md section 3, issue 7):
+95% interval, seeds and a verdict (judge.py). The rules (docs/paper.md section 3, issue 7):
 
 - H6, gap cell: online_dpo - offline_dpo > 0 at matched KL (K*) on the primary evaluation;
   K*/2, selected and final checkpoints are extra rows. Only where its premise was measured
