@@ -316,3 +316,21 @@ def test_a_report_renders_again_from_its_results_json(tmp_path):
     )
     assert (tmp_path / "report.md").read_text() == report
     assert records_from_results(again)["runs"] == first["runs"]
+
+
+def test_tldr_judged_by_rouge_plays_the_hard_verifier():
+    from rlft.experiments.report.cells import role_cells  # noqa: PLC0415
+
+    tasks = {
+        "rouge": {"task": "rouge", "family": "rouge", "knobs": {}, "label_source": "sft"},
+        "tldr": {"task": "tldr", "family": "tldr", "knobs": {}, "label_source": "sft"},
+        "tldr_rm": {
+            "task": "tldr_rm",
+            "family": "tldr",
+            "knobs": {"judge": "rm", "gold_rm": "runs/rm"},
+            "label_source": "sft",
+        },
+        "keyed": {"task": "keyed", "family": "keyed", "knobs": {}, "label_source": "sft"},
+    }
+    assert role_cells("hard_verifier", tasks) == ["rouge", "tldr"]
+    assert role_cells("gap", tasks) == ["keyed"]

@@ -73,9 +73,24 @@ def cell_rows(results: Mapping, cell: str, budget: int, section: str = "summary"
 
 def role_cells(role: str, tasks: Mapping) -> list[str]:
     """The cells playing `role` (TASK_ROLES): built from that config entry on SFT-sample pairs
-    (label_source "sft": a run split by pair source has a `_narrow` and a `_wide` copy)."""
+    (label_source "sft": a run split by pair source has a `_narrow` and a `_wide` copy); the
+    hard-verifier role also takes TL;DR cells judged by ROUGE-L."""
     entry = TASK_ROLES[role]
-    return [c for c, m in tasks.items() if m["task"] == entry and m["label_source"] == "sft"]
+    return [
+        c
+        for c, m in tasks.items()
+        if m["label_source"] == "sft" and (m["task"] == entry or _tldr_rouge(role, m))
+    ]
+
+
+def _tldr_rouge(role: str, meta: Mapping) -> bool:
+    """TL;DR judged by ROUGE-L against the reference summary is a hard verifier too."""
+    knobs = meta.get("knobs", {})
+    return (
+        role == "hard_verifier"
+        and meta.get("family") == "tldr"
+        and (knobs.get("judge", "rouge") == "rouge")
+    )
 
 
 def h4_cells(order: list[str]) -> list[str]:

@@ -19,7 +19,8 @@ CLAIMS = {
     "H6a": "Short responses shrink the gap: the online advantage on `{short}` is smaller than on "
     "`{gap}` (advantage on {gap} - advantage on {short} > 0, Welch). Applies only where the "
     "advantage on `{gap}` is positive.",
-    "H6b": "Hard verification removes the gap: on `{hard_verifier}` online DPO does not beat "
+    "H6b": "Hard verification removes the gap: on `{hard_verifier}` (and TL;DR judged by "
+    "ROUGE-L) online DPO does not beat "
     "offline DPO (online_dpo - offline_dpo not > 0 at matched KL).",
     "budget": "Label budget: on `{gap}` the online advantage is largest at the smallest budget "
     "(advantage at the smallest - at the largest budget > 0, paired by seed). Applies only "

@@ -241,7 +241,7 @@ def hypotheses(results: Mapping) -> list[dict]:
         role_cells("hard_verifier", results["tasks"]),
         HEADLINE,
         "not positive",
-        "no hard-verifier cell (`rouge`)",
+        "no hard-verifier cell (`rouge`, or TL;DR judged by ROUGE-L)",
     )
     rows += _budget_trend(results)
     rows += h5_rows(results)
