@@ -80,6 +80,16 @@ CASES = {
         1,
         ["config.tasks: unknown task 'nosuch'", "config.task_knobs"],
     ),
+    "a label budget of zero": (
+        [
+            "reproduce",
+            f"--config={os.path.join(REPO_CONFIGS, 'reproduce.py')}:quick",
+            "--config.label_budgets=(0,)",
+            "--workdir={wd}",
+        ],
+        1,
+        ["config.label_budgets=(0,)", "integer >= 2"],
+    ),
     "convert without --out": (
         ["convert", "--from-hf", "{wd}"],
         2,
@@ -108,7 +118,7 @@ CASES = {
     "empty dataset": (
         ["train", SFT, "--config.data.num_examples=0", "--workdir={wd}"],
         1,
-        ["dataset is empty"],
+        ["`sft` data has no rows", "config.data", "num_examples"],
     ),
     "batch that accumulation cannot split": (
         ["train", SFT, "--config.batch_size=30", "--config.optim.accum_steps=4", "--workdir={wd}"],

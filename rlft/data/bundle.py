@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+from rlft.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DataBundle:
@@ -27,4 +29,10 @@ class DataBundle:
         arrays = getattr(self, part)
         if arrays is None:
             raise ValueError(f"the {stage} stage needs `{part}` data, which this run lacks")
+        rows = min((len(a) for a in arrays.values()), default=0)
+        if rows == 0:
+            raise ConfigError(
+                f"the {stage} stage's `{part}` data has no rows; check config.data (e.g. "
+                "num_examples, max_rows, or the files under data_dir)"
+            )
         return arrays

@@ -197,6 +197,11 @@ def parse_reproduce(config: Any) -> ReproduceSpec:
     for key in ("tasks", "seeds", "label_budgets", "arms"):
         if not raw[key] or len(set(raw[key])) < len(raw[key]):
             raise ConfigError(f"config.{key}={tuple(raw[key])}: need distinct entries")
+    if any(not isinstance(n, int) or n < 2 for n in raw["label_budgets"]):
+        raise ConfigError(
+            f"config.label_budgets={tuple(raw['label_budgets'])}: each budget is a number of "
+            "labelled pairs, an integer >= 2 (e.g. (128, 512))"
+        )
     for name in raw["tasks"]:  # knobs checked now, not after earlier tasks have trained
         entry = {k: v for k, v in knobs.get(name, {}).items() if k != "family"}
         to_dataclass(TASK_CONFIGS[knobs.get(name, {}).get("family", name)], entry, "task_knobs")
