@@ -95,10 +95,14 @@ def test_rerun_resumes_and_changed_settings_refuse(micro_run):
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]
 
     assert strip(again["runs"]) == strip(first["runs"])
+    with open(os.path.join(workdir, "run_config.json")) as f:
+        assert json.load(f)["beta"] == _micro().beta
     changed = _micro()
     changed.beta = 0.2
     with pytest.raises(WorkdirMismatch, match="beta"):
         run_reproduce(changed, workdir, progress=False)
+    with open(os.path.join(workdir, "run_config.json")) as f:  # still what produced the results
+        assert json.load(f)["beta"] == _micro().beta
 
 
 def test_seeds_draw_their_own_hidden_task(tmp_path):

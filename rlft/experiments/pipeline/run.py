@@ -12,6 +12,7 @@ pair pool, so every unit below the SFT).
 """
 
 import dataclasses
+import os
 import time
 
 import jax
@@ -25,7 +26,7 @@ from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reprod
 from rlft.experiments.pipeline.training import STEP_BARS
 from rlft.experiments.report.render import write_outputs
 from rlft.parallel import make_mesh
-from rlft.train.workdir import workdir_lock
+from rlft.train.workdir import CONFIG_FILE, workdir_lock
 
 SOURCE_NOTES = {
     "sft": "Preference pairs: two SFT samples per prompt (narrow, the paper's data).",
@@ -80,6 +81,9 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
 
 def _run_reproduce(config, workdir: str, progress: bool) -> dict:
     spec = parse_reproduce(config)
+    record = os.path.join(workdir, CONFIG_FILE)  # what a person reads to see what ran here
+    if jax.process_index() == 0 and not os.path.exists(record):
+        units.write_json(record, resolved(spec))  # a rerun rewrites it only once it has finished
     mesh = make_mesh(spec.parallel.data, spec.parallel.fsdp)
     start = time.time()
     bar = tqdm(
@@ -122,4 +126,7 @@ def _run_reproduce(config, workdir: str, progress: bool) -> dict:
         "primary_eval": spec.eval.primary,
     }
     records["wall_time_s"] = time.time() - start
-    return write_outputs(workdir, resolved(spec), records)
+    results = write_outputs(workdir, resolved(spec), records)
+    if jax.process_index() == 0:
+        units.write_json(record, resolved(spec))
+    return results
