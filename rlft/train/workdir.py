@@ -64,7 +64,10 @@ def check_same_run(run: RunConfig, workdir: str) -> None:
     saved = meta.get("resolved")
     if saved is None:
         return
-    diffs = differences(saved, resolved(run), run.raw.get("objective", run.objective))
+    if saved.get("objective") != run.objective:  # the rest differs as a consequence
+        diffs = [f"config.objective: {saved.get('objective')!r} -> {run.objective!r}"]
+    else:
+        diffs = differences(saved, resolved(run), run.raw.get("objective", run.objective))
     if diffs:
         raise ConfigError(
             f"{workdir} holds a {saved.get('objective')} run (checkpoint step {step}) made with "
