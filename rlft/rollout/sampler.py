@@ -148,37 +148,19 @@ def generate(
     prompt_tokens_BxP: jax.Array,
     prompt_mask_BxP: jax.Array,
     rng: jax.Array,
-    *,
-    max_new_tokens: int,
-    num_samples: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    eos_id: int | None,
-    pad_id: int,
-    greedy: bool = False,
+    **settings,
 ) -> Samples:
     """Sample `num_samples` responses of up to `max_new_tokens` per left-padded prompt.
 
-    Raises ValueError for prompts that are not left-padded (`check_left_padded`: only where
-    the mask is concrete, not under a trace) and for top_p or temperature out of range. The
-    work is one jitted program (`_generate`), the config and sampling settings static: a loop
-    that passes new params, prompts of the same shape and fresh rng keys reuses it.
+    `settings` are `_generate`'s keywords: max_new_tokens, num_samples (1), temperature (1.0),
+    top_p (1.0), eos_id, pad_id, greedy (False). Raises ValueError for prompts that are not
+    left-padded (`check_left_padded`: only where the mask is concrete, not under a trace) and
+    for top_p or temperature out of range. The work is one jitted program (`_generate`), the
+    config and sampling settings static: a loop that passes new params, prompts of the same
+    shape and fresh rng keys reuses it.
     """
     check_left_padded(prompt_mask_BxP)
-    return _generate(
-        cfg,
-        params,
-        prompt_tokens_BxP,
-        prompt_mask_BxP,
-        rng,
-        max_new_tokens=max_new_tokens,
-        num_samples=num_samples,
-        temperature=temperature,
-        top_p=top_p,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        greedy=greedy,
-    )
+    return _generate(cfg, params, prompt_tokens_BxP, prompt_mask_BxP, rng, **settings)
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=_STATIC)
