@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Mapping
 
 from etils import epath
 
@@ -28,13 +29,15 @@ CONFIG_FILE = "run_config.json"  # not config.json: that name marks an HF checkp
 RESUMABLE = ("total_steps", "checkpoint_every", "log_every", "mesh", "init")
 
 
-def _flat(tree, prefix: str = "") -> dict:
-    if isinstance(tree, dict):
-        out = {}
-        for k, v in tree.items():
-            out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return {prefix: tree}
+def flatten(tree: Mapping, prefix: str = "") -> dict:
+    """{"a.b": leaf} of nested mappings (also the reproduce units' settings diff)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def differences(saved: dict, current: dict, section: str) -> list[str]:
@@ -42,7 +45,7 @@ def differences(saved: dict, current: dict, section: str) -> list[str]:
     hyperparameters (`hparams` in the record) are shown under their section name."""
     keep = {k: v for k, v in saved.items() if k not in RESUMABLE}
     now = {k: v for k, v in current.items() if k not in RESUMABLE}
-    a, b = _flat(keep), _flat(now)
+    a, b = flatten(keep), flatten(now)
     shown = []
     for key in sorted(set(a) | set(b)):
         if a.get(key, "(absent)") != b.get(key, "(absent)"):

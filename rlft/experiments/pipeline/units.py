@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlft.errors import ConfigError
+from rlft.train.workdir import flatten
 
 
 class WorkdirMismatch(ConfigError):
@@ -25,16 +26,6 @@ def fingerprint(settings: Mapping[str, Any]) -> str:
     """A short stable hash of JSON-able settings (key order does not matter)."""
     text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _flat(d: Mapping, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out |= _flat(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def write_json(path: str, value) -> None:
@@ -59,7 +50,8 @@ def claim(unit_dir: str, settings: Mapping[str, Any]) -> str:
     if os.path.exists(meta):
         old = _read_json(meta)
         if old["fingerprint"] != fp:
-            new, was = _flat(json.loads(json.dumps(settings, default=str))), _flat(old["settings"])
+            new = flatten(json.loads(json.dumps(settings, default=str)))
+            was = flatten(old["settings"])
             changed = sorted(k for k in set(new) | set(was) if new.get(k) != was.get(k))
             raise WorkdirMismatch(
                 f"{unit_dir} was computed with other settings (changed: {changed[:8]}); a "
