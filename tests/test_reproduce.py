@@ -13,7 +13,7 @@ import pytest
 
 from rlft.config import load_config, parse_config
 from rlft.experiments.arms import ARMS, DEFAULT_ARMS, EXTRA_ARMS
-from rlft.experiments.pipeline import diagnostics, pairs, seed
+from rlft.experiments.pipeline import diagnostics, pairs, seed, units
 from rlft.experiments.pipeline.evaluate import gold_parts, sample
 from rlft.experiments.pipeline.run import run_reproduce
 from rlft.experiments.pipeline.spec import ParallelSpec, parse_reproduce
@@ -23,6 +23,7 @@ from rlft.experiments.report.judge import NOT_RUN
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
 from rlft.tasks import make_prompt_arrays, make_task
+from rlft.train.workdir import code_version
 from tests.helpers import REPO_CONFIGS
 
 REPRODUCE = os.path.join(REPO_CONFIGS, "reproduce.py")
@@ -103,6 +104,15 @@ def test_rerun_resumes_and_changed_settings_refuse(micro_run):
         run_reproduce(changed, workdir, progress=False)
     with open(os.path.join(workdir, "run_config.json")) as f:  # still what produced the results
         assert json.load(f)["beta"] == _micro().beta
+
+
+def test_units_computed_by_other_code_refuse(micro_run, monkeypatch):
+    workdir, first = micro_run
+    assert first["config"]["code"] == code_version()
+    other = {**code_version(), "source_sha256": "0" * 16}
+    monkeypatch.setattr(units, "code_version", lambda: other)
+    with pytest.raises(WorkdirMismatch, match=r"other code \(changed: \['code.source_sha256'\]"):
+        run_reproduce(_micro(), workdir, progress=False)
 
 
 def test_seeds_draw_their_own_hidden_task(tmp_path):

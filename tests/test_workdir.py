@@ -8,7 +8,14 @@ import pytest
 
 from rlft.cli import main
 from rlft.models.params_io import read_meta
-from rlft.train.workdir import CONFIG_FILE, LOCK_FILE, differences, workdir_lock
+from rlft.train.workdir import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    code_version,
+    differences,
+    source_hash,
+    workdir_lock,
+)
 from tests.helpers import REPO_CONFIGS
 
 SFT = f"--config={os.path.join(REPO_CONFIGS, 'sft.py')}:tiny"
@@ -35,6 +42,21 @@ def test_run_config_is_recorded(sft_workdir):
     assert (
         record["as_given"]["optim"]["learning_rate"] == record["resolved"]["optim"]["learning_rate"]
     )
+    assert record["code"] == code_version() and len(record["code"]["source_sha256"]) == 16
+
+
+def test_source_hash_follows_code_not_docs(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    before = source_hash(str(tmp_path))
+    (tmp_path / "notes.md").write_text("docs change\n")
+    assert source_hash(str(tmp_path)) == before
+    (tmp_path / "pkg" / "a.py").write_text("x = 3\n")
+    assert source_hash(str(tmp_path)) != before
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "a.py").rename(tmp_path / "pkg" / "c.py")  # same bytes, other file
+    assert source_hash(str(tmp_path)) != before
 
 
 @pytest.mark.parametrize(

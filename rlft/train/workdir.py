@@ -11,6 +11,8 @@ shapes or meaning and is compared with the latest checkpoint's record (its meta'
 import contextlib
 import datetime
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import socket
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 
 from etils import epath
 
+from rlft import __version__
 from rlft.config import RunConfig, resolved
 from rlft.errors import ConfigError, WorkdirLocked
 from rlft.models.params_io import read_meta
@@ -27,6 +30,31 @@ from rlft.train.files import replace_file
 LOCK_FILE = ".rlft.lock"
 CONFIG_FILE = "run_config.json"  # not config.json: that name marks an HF checkpoint directory
 RESUMABLE = ("total_steps", "checkpoint_every", "log_every", "mesh", "init")
+
+
+def source_hash(root: str) -> str:
+    """16 hex digits of sha256 over every `*.py` file under `root`: its path relative to `root`
+    and its bytes, in sorted path order. Other files (docs, data) do not enter it."""
+    paths = []
+    for folder, _, files in os.walk(root):
+        paths += [os.path.relpath(os.path.join(folder, f), root) for f in files if f[-3:] == ".py"]
+    digest = hashlib.sha256()
+    for rel in sorted(p.replace(os.sep, "/") for p in paths):
+        with open(os.path.join(root, rel), "rb") as f:
+            digest.update(rel.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> dict:
+    """{"rlft": the package version, "source_sha256": `source_hash` of the rlft package}.
+
+    Any edit to the library's code changes it; edits to docs, tests or configs do not. Recorded
+    in every workdir's run_config.json and, through `rlft.experiments.pipeline.units.claim`, in
+    every reproduce unit's fingerprint.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the rlft package
+    return {"rlft": __version__, "source_sha256": source_hash(root)}
 
 
 def flatten(tree: Mapping, prefix: str = "") -> dict:
@@ -80,10 +108,12 @@ def check_same_run(run: RunConfig, workdir: str) -> None:
 
 
 def write_config(run: RunConfig, workdir: str) -> None:
-    """config.json: the resolved typed config and the config as given, for a person to read."""
+    """run_config.json: the resolved typed config, the config as given and the code version
+    (`code_version`), for a person to read. A resumed run may run newer code; the file then
+    names the code of the latest start."""
     path = epath.Path(workdir)
     path.mkdir(parents=True, exist_ok=True)
-    record = {"resolved": resolved(run), "as_given": run.raw}
+    record = {"resolved": resolved(run), "as_given": run.raw, "code": code_version()}
     text = json.dumps(record, indent=2, sort_keys=True, default=str)
     replace_file(path / CONFIG_FILE, text + "\n")
 

@@ -26,7 +26,7 @@ from rlft.experiments.pipeline.spec import ReproduceSpec, cell_key, parse_reprod
 from rlft.experiments.pipeline.training import STEP_BARS
 from rlft.experiments.report.render import write_outputs
 from rlft.parallel import make_mesh
-from rlft.train.workdir import CONFIG_FILE, workdir_lock
+from rlft.train.workdir import CONFIG_FILE, code_version, workdir_lock
 
 SOURCE_NOTES = {
     "sft": "Preference pairs: two SFT samples per prompt (narrow, the paper's data).",
@@ -81,9 +81,10 @@ def run_reproduce(config, workdir: str, progress: bool = True) -> dict:
 
 def _run_reproduce(config, workdir: str, progress: bool) -> dict:
     spec = parse_reproduce(config)
+    config_record = {**resolved(spec), "code": code_version()}  # the code is part of the record
     record = os.path.join(workdir, CONFIG_FILE)  # what a person reads to see what ran here
     if jax.process_index() == 0 and not os.path.exists(record):
-        units.write_json(record, resolved(spec))  # a rerun rewrites it only once it has finished
+        units.write_json(record, config_record)  # a rerun rewrites it only once it has finished
     mesh = make_mesh(spec.parallel.data, spec.parallel.fsdp)
     start = time.time()
     bar = tqdm(
@@ -126,7 +127,7 @@ def _run_reproduce(config, workdir: str, progress: bool) -> dict:
         "primary_eval": spec.eval.primary,
     }
     records["wall_time_s"] = time.time() - start
-    results = write_outputs(workdir, resolved(spec), records)
+    results = write_outputs(workdir, config_record, records)
     if jax.process_index() == 0:
-        units.write_json(record, resolved(spec))
+        units.write_json(record, config_record)
     return results

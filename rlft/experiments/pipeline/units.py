@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlft.errors import ConfigError
-from rlft.train.workdir import flatten
+from rlft.train.workdir import code_version, flatten
 
 
 class WorkdirMismatch(ConfigError):
@@ -43,8 +43,11 @@ def _read_json(path: str):
 def claim(unit_dir: str, settings: Mapping[str, Any]) -> str:
     """Check (or write) the unit's fingerprint before any work; returns the fingerprint.
 
-    Raises WorkdirMismatch if `unit_dir` holds a unit made under different settings.
+    The settings are taken together with the library's code version (`code_version`), so a
+    unit computed by other rlft code is never reused. Raises WorkdirMismatch if `unit_dir` holds
+    a unit made under different settings or code.
     """
+    settings = {**settings, "code": code_version()}
     fp = fingerprint(settings)
     meta = os.path.join(unit_dir, "unit.json")
     if os.path.exists(meta):
@@ -53,10 +56,11 @@ def claim(unit_dir: str, settings: Mapping[str, Any]) -> str:
             new = flatten(json.loads(json.dumps(settings, default=str)))
             was = flatten(old["settings"])
             changed = sorted(k for k in set(new) | set(was) if new.get(k) != was.get(k))
+            what = "code" if all(k.startswith("code.") for k in changed) else "settings"
             raise WorkdirMismatch(
-                f"{unit_dir} was computed with other settings (changed: {changed[:8]}); a "
-                "workdir is a record of one config: use a new --workdir (or delete that unit "
-                "to recompute it)"
+                f"{unit_dir} was computed with other {what} (changed: {changed[:8]}); a "
+                "workdir is a record of one config and one rlft version: use a new --workdir "
+                "(or delete that unit to recompute it)"
             )
     else:
         write_json(
