@@ -223,6 +223,22 @@ def test_pretokenised_rows_are_used_as_they_are(files, tmp_path):
             np.testing.assert_array_equal(getattr(got, part)[k], v, err_msg=f"{part}.{k}")
 
 
+def test_a_datasets_save_to_disk_folder_reads_as_written(files, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = _rows()
+    ds = datasets.Dataset.from_list(
+        [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    )
+    ds.save_to_disk(str(tmp_path / "prefs"), num_shards=2)
+    got = files_bundle(_cfg(files, pairs_train=str(tmp_path / "prefs")), False).pairs
+    want = files_bundle(_cfg(files, pairs_train=files["pairs"]), False).pairs
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v)
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ConfigError, match=r"DatasetDict folder with splits \['train'\]"):
+        files_bundle(_cfg(files, pairs_train=str(tmp_path / "dd")), False)
+
+
 def test_arrays_are_cached_beside_the_data(files, tmp_path, monkeypatch):
     path = _write_jsonl(tmp_path / "sft.jsonl", _rows(8))
     cfg = _cfg(files, sft_train=path)
@@ -273,6 +289,22 @@ def test_errors_name_the_file_row_column_and_fix(files, tmp_path):
     assert "config.data.max_prompt_len=24 (raise it)" in _error(files, tmp_path, rows)
 
 
+def test_the_cli_prints_a_bad_row_in_one_line(files, tmp_path, capsys):
+    from rlft.cli import main
+
+    rows = [{"prompt": "a", "completion": "b"}, {"prompt": None, "completion": "c"}]
+    path = _write_jsonl(tmp_path / "bad.jsonl", rows)
+    argv = [
+        f"--config={CONFIG}:tiny:sft:{tmp_path}",
+        f"--workdir={tmp_path / 'sft'}",
+        f"--config.data.tokenizer={files['tokenizer']}",
+        f"--config.data.sft_train={path}",
+    ]
+    assert main(["train", *argv, "--noprogress"]) == 1  # a run that cannot start, not usage
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: row 1, column 'prompt': null or missing" in lines[0]
+
+
 def test_config_errors_name_the_field(files, tmp_path):
     with pytest.raises(ConfigError, match=r"sft_train=.*no such file"):
         files_bundle(_cfg(files, sft_train=str(tmp_path / "nope.jsonl")), False)
@@ -320,3 +352,29 @@ def test_stages_train_on_files_through_the_cli(files):
         assert main(["train", *argv, "--noprogress"]) == 0, stage
         losses = _losses(str(root / stage))
         assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.01, (stage, losses)
+
+
+@pytest.mark.slow
+def test_ppo_runs_on_a_prompts_file(files, tmp_path):
+    """sft -> reward -> ppo with the prompts from a prompt-only JSONL file."""
+    from rlft.cli import main
+    from rlft.train.metrics import read_metrics
+
+    prompts = _write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": r["prompt"]} for r in _rows(16, 1)]
+    )
+    root = tmp_path / "runs"
+    data = [
+        f"--config.data.tokenizer={files['tokenizer']}",
+        f"--config.data.sft_train={files['sft']}",
+        f"--config.data.pairs_train={files['pairs']}",
+        f"--config.data.prompts_train={prompts}",
+        f"--config.data.max_prompt_len={P}",
+        f"--config.data.response_len={R}",
+        f"--config.data.pair_response_len={R}",
+    ]
+    for stage in ("sft", "reward", "ppo"):
+        argv = [f"--config={CONFIG}:tiny:{stage}:{root}", f"--workdir={root / stage}", *data]
+        assert main(["train", *argv, "--noprogress"]) == 0, stage
+    last = read_metrics(str(root / "ppo"))[-1]
+    assert math.isfinite(last["loss"]) and 0 < last["rollout/response_len"] <= R

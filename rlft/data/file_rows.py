@@ -45,8 +45,8 @@ def text_rows(table: pa.Table, columns: dict[str, str], where: str) -> list[dict
         bad = first_null(col)
         if bad is not None:
             raise ConfigError(
-                f"{where}: row {bad}, column {name!r}: null or missing; every row needs text "
-                f"there (drop the row or {_fix(field)})"
+                f"{where}: row {bad}, column {name!r}: null or missing; fill it or drop the row "
+                f"(config.data.{field} names the column)"
             )
     rows = table.select(list(columns)).to_pylist()
     return [r | {ROW: i} for i, r in enumerate(rows)]
@@ -108,7 +108,10 @@ def token_column(
         )
     bad = first_null(col)
     if bad is not None:
-        raise ConfigError(f"{where}: row {bad}, column {name!r}: null; {_fix(field)}")
+        raise ConfigError(
+            f"{where}: row {bad}, column {name!r}: null; fill it or drop the row "
+            f"(config.data.{field} names the column)"
+        )
     col = pa.chunked_array([c.cast(pa.large_list(pa.int64())) for c in col.chunks])
     flat = pc.list_flatten(col).to_numpy()
     out_of_range = (flat < 0) | (flat >= vocab_size)
