@@ -314,6 +314,10 @@ def test_config_errors_name_the_field(files, tmp_path):
         files_bundle(_cfg(files, pairs_train=str(tmp_path / "dd")), False)
     with pytest.raises(ConfigError, match=r"data\.parts has 'pairs' but data\.pairs_train"):
         _cfg(files, sft_train=files["sft"], parts=("pairs",))
+    with pytest.raises(
+        ConfigError, match=r"data\.max_prompt_len = 0: must be >= 1 \(prompt tokens"
+    ):
+        _cfg(files, sft_train=files["sft"], max_prompt_len=0)
     with pytest.raises(ConfigError, match=r"lacks \{question\}"):
         _cfg(files, sft_train=files["sft"], prompt_column="question", prompt_template="{prompt}")
     from rlft.config import load_config, parse_config

@@ -29,7 +29,7 @@ from rlft.data.bundle import DataBundle
 from rlft.data.cache import cached_arrays, digest, text_tokenizer
 from rlft.data.tldr import format as tldr_format
 from rlft.data.tldr.format import MAX_QUERY_LEN, PAIR_RESPONSE_LEN, SFT_RESPONSE_LEN, Packed
-from rlft.errors import ConfigError
+from rlft.errors import ConfigError, check_ranges
 
 FORMAT_VERSION = 1  # bump when what a file turns into changes (the cache key holds it)
 CACHE_DIR = "rlft_arrays"  # beside the data file, unless config.data.cache_dir is set
@@ -82,7 +82,7 @@ class FilesDataConfig:
 
     def __post_init__(self):
         """Raises ConfigError naming the field: empty tokenizer, unknown part or split, a
-        part without a path, non-positive lengths, or a template without its prompt column."""
+        part without a path, a length out of range, or a template without its prompt column."""
         object.__setattr__(self, "parts", tuple(self.parts))
         if not self.tokenizer:
             raise ConfigError("data.tokenizer is empty; give the dir with tokenizer.json")
@@ -98,12 +98,17 @@ class FilesDataConfig:
             raise ConfigError(
                 f"data.sft_{self.split} and data.pairs_{self.split} are empty; give a file"
             )
-        lengths = (self.max_prompt_len, self.response_len, self.pair_response_len)
-        if min(lengths) <= 0 or self.max_rows < 0:
-            raise ConfigError(
-                "data.max_prompt_len, response_len and pair_response_len must be positive and "
-                "max_rows >= 0 (0 = all rows)"
-            )
+        check_ranges(
+            "data",
+            vars(self),
+            {
+                "max_prompt_len": ("int >= 1", "prompt tokens; TL;DR uses 512"),
+                "response_len": ("int >= 1", "SFT response tokens with EOS; TL;DR uses 53"),
+                "pair_response_len": ("int >= 1", "chosen/rejected tokens with EOS"),
+                "token_pad_id": ("int >= -1", "-1 = the tokenizer's [PAD]"),
+                "max_rows": ("int >= 0", "rows read per file; 0 = all"),
+            },
+        )
         if f"{{{self.prompt_column}}}" not in self.template():
             raise ConfigError(
                 f"data.prompt_template={self.prompt_template!r} lacks "
@@ -246,6 +251,8 @@ def _prompt_block(seqs: dict, prefix: str = "") -> dict:
 def files_bundle(cfg: FilesDataConfig, progress: bool = True) -> DataBundle:
     """The DataBundle of `cfg`'s files for `cfg.split` (see the module docstring).
 
+    sft: tokens/mask/loss_mask [N, P+R]; pairs: chosen_*/rejected_* [M, P+R_pair]; prompts:
+    prompt_tokens/prompt_mask [K, P] (P = max_prompt_len, 1 for plain-text SFT rows).
     Raises ConfigError naming the field, file, row and column of what cannot be read."""
     tok_info = text_tokenizer(cfg.tokenizer)
     tok, vocab_size, _ = tok_info
