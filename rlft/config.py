@@ -10,6 +10,7 @@ import json
 import os
 from typing import Any
 
+from rlft.data.files import FilesDataConfig
 from rlft.data.sources import DATA_SOURCES, TldrDataConfig
 from rlft.data.synthetic import SyntheticConfig
 from rlft.errors import ConfigError, check_ranges
@@ -28,7 +29,7 @@ TOP_LEVEL = (
     "optim",
     "mesh",
     "init",
-)  # plus `data` (rlft.data.sources: synthetic or tldr), optional when train() gets data
+)  # plus `data` (rlft.data.sources: synthetic, tldr or files), optional when train() gets data
 # Extra sections an objective reads besides its own hyperparameters (named like the objective).
 EXTRA_SECTIONS = {"ppo": ("rollout", "reward_model")}
 
@@ -113,7 +114,7 @@ class RunConfig:
     model: ModelConfig
     optim: OptimConfig
     mesh: MeshConfig
-    data: SyntheticConfig | TldrDataConfig | None
+    data: SyntheticConfig | TldrDataConfig | FilesDataConfig | None
     init: InitConfig
     hparams: Any  # the objective's hyperparameter dataclass
     rollout: RolloutConfig | None = None
@@ -186,7 +187,7 @@ def model_section(section: Any, path: str) -> ModelConfig:
         raise ConfigError(f"config.{path}: {e}") from e
 
 
-def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig:
+def _data(section: Any, path: str) -> SyntheticConfig | TldrDataConfig | FilesDataConfig:
     """`data.source` (default "synthetic") picks the dataclass the other keys fill."""
     values = as_dict(section, path)
     source = values.pop("source", "synthetic")

@@ -1,4 +1,4 @@
-"""Where a stage's arrays come from: `config.data.source` picks the synthetic task or TL;DR.
+"""Where a stage's arrays come from: `config.data.source` picks synthetic, TL;DR or files.
 
 `bundle_from_config(run.data)` is what `rlft train` calls when no DataBundle is passed in.
 
@@ -10,32 +10,32 @@
   re-tokenising. Bundle parts: `sft` = SFT set summaries; `prompts` = the same rows' queries
   (PPO rollouts); `reference` = the same rows (human summaries that normalise the reward
   model); `pairs` = the comparisons split. `parts` picks which sets a stage tokenises.
+- `files` (rlft.data.files.FilesDataConfig): your own JSONL / Parquet / `datasets`
+  save_to_disk files in TRL's formats or the pre-tokenised TL;DR layout (docs/data.md).
 """
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import re
 
 import jax
-import numpy as np
 from etils import epath
 
 from rlft.data.bundle import DataBundle
+from rlft.data.cache import NO_VOCAB_LIMIT, cached_arrays, digest, text_tokenizer
+from rlft.data.files import FilesDataConfig, files_bundle
 from rlft.data.synthetic import SyntheticConfig, synthetic_bundle
 from rlft.data.tldr import fixtures
 from rlft.data.tldr import format as tldr_format
 from rlft.data.tldr.format import MAX_QUERY_LEN, PAIR_RESPONSE_LEN, SFT_RESPONSE_LEN
 from rlft.errors import ConfigError
-from rlft.models.hf_files import load_tokenizer
 
 log = logging.getLogger(__name__)
 PARTS = {"sft": "sft", "pairs": "comparisons"}  # bundle part -> TL;DR builder that feeds it
 CACHE_DIR = "rlft_arrays"  # under data_dir
 CACHE_FORMAT = 1  # bump when rlft.data.tldr.format changes what it produces
-NO_VOCAB_LIMIT = 2**31 - 1  # the embedding check is build_stage's, against config.model
+__all__ = ["DATA_SOURCES", "NO_VOCAB_LIMIT", "TldrDataConfig", "bundle_from_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,19 +67,8 @@ class TldrDataConfig:
             raise ValueError("lengths must be positive and max_rows >= 0 (0 = all rows)")
 
 
-DATA_SOURCES = {"synthetic": SyntheticConfig, "tldr": TldrDataConfig}  # config.data.source
-
-
-def _tokenizer(cfg: TldrDataConfig):
-    """(TextTokenizer, vocab size incl. [PAD], fingerprint of the tokenizer)."""
-    try:
-        hf = load_tokenizer(cfg.tokenizer, vocab_size=NO_VOCAB_LIMIT)
-        tok = tldr_format.TextTokenizer.from_hf(hf)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"config.data.tokenizer={cfg.tokenizer!r}: {e}") from e
-    vocab_size = max(hf.get_vocab(with_added_tokens=True).values()) + 1
-    fingerprint = hashlib.sha256(hf.to_str().encode()).hexdigest()
-    return tok, vocab_size, fingerprint
+# config.data.source -> its section's dataclass
+DATA_SOURCES = {"synthetic": SyntheticConfig, "tldr": TldrDataConfig, "files": FilesDataConfig}
 
 
 def _write_fixture(cfg: TldrDataConfig) -> None:
@@ -130,28 +119,8 @@ def cache_path(data_dir: str, part: str, builder, split: str, num_rows: int, key
     changes the arrays (tokenizer, lengths, split, rows, dataset version, format)."""
     full = {**key, "part": part, "split": split, "rows": num_rows, "format": CACHE_FORMAT}
     full["dataset"] = f"{builder.name}:{builder.version}"
-    digest = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9]+", "-", split).strip("-")
-    return epath.Path(data_dir) / CACHE_DIR / f"{part}_{safe}_{digest}.npz"
-
-
-def _cached_arrays(path: epath.Path, build) -> dict[str, np.ndarray]:
-    """Arrays from `path`, or `build()` (a Packed) saved there; process 0 writes, atomically."""
-    if path.exists():
-        with path.open("rb") as f:
-            data = dict(np.load(f))
-        data.pop("rows")
-        log.info("loaded tokenised arrays from %s", path)
-        return data
-    packed = build()
-    if jax.process_index() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-        with tmp.open("wb") as f:
-            np.savez(f, rows=packed.rows, **packed.arrays)
-        tmp.rename(path)
-        log.info("cached tokenised arrays in %s", path)
-    return packed.arrays
+    return epath.Path(data_dir) / CACHE_DIR / f"{part}_{safe}_{digest(full)}.npz"
 
 
 def _part_arrays(cfg: TldrDataConfig, part: str, builder, tok, key: dict, progress: bool):
@@ -164,7 +133,7 @@ def _part_arrays(cfg: TldrDataConfig, part: str, builder, tok, key: dict, progre
     source = builder.as_data_source(split)
     key = {**key, "max_query_len": cfg.max_query_len, "response_len": response_len}
     path = cache_path(cfg.data_dir, part, builder, split, len(source), key)
-    arrays = _cached_arrays(
+    arrays = cached_arrays(
         path, lambda: fn(source, tok, cfg.max_query_len, response_len, progress=progress)
     )
     if not len(next(iter(arrays.values()))):
@@ -180,7 +149,7 @@ def tldr_bundle(cfg: TldrDataConfig, progress: bool = True) -> DataBundle:
     """The TL;DR DataBundle of `cfg` (see the module docstring)."""
     if cfg.write_fixture:
         _write_fixture(cfg)
-    tok, vocab_size, fingerprint = _tokenizer(cfg)
+    tok, vocab_size, fingerprint = text_tokenizer(cfg.tokenizer)
     builders = _prepared_builders(cfg, tuple(PARTS[p] for p in cfg.parts))
     out = {
         part: _part_arrays(
@@ -203,10 +172,14 @@ def tldr_bundle(cfg: TldrDataConfig, progress: bool = True) -> DataBundle:
     )
 
 
-def bundle_from_config(data: SyntheticConfig | TldrDataConfig, progress: bool = True) -> DataBundle:
+def bundle_from_config(
+    data: SyntheticConfig | TldrDataConfig | FilesDataConfig, progress: bool = True
+) -> DataBundle:
     """The DataBundle a parsed `config.data` section describes."""
     if isinstance(data, SyntheticConfig):
         return synthetic_bundle(data)
     if isinstance(data, TldrDataConfig):
         return tldr_bundle(data, progress)
+    if isinstance(data, FilesDataConfig):
+        return files_bundle(data, progress)
     raise TypeError(f"unknown data config {type(data).__name__}; sources: {list(DATA_SOURCES)}")

@@ -101,26 +101,25 @@ def _cut_lengths(post: str) -> list[int]:
     return cuts + list(range(cuts[-1] - 1, -1, -1))
 
 
-def truncated_query(row: Mapping[str, Any], tok: TextTokenizer, max_query_len: int) -> list[int]:
-    """Query tokens with the post cut (at a newline, else a space) so they fit max_query_len.
+def truncated_text(
+    text: str, render: Callable[[str], str], tok: TextTokenizer, max_len: int
+) -> list[int] | None:
+    """Tokens of `render(text[:cut])` for the longest cut (at a newline, else a space, else a
+    character) that fits `max_len` tokens; None when even `render("")` does not fit.
 
-    Binary search over the cut points: it returns the loop's answer whenever a longer post
-    prefix never tokenises shorter, which holds for BPE away from pathological merges.
+    Binary search over the cut points: it returns the cut-one-at-a-time loop's answer whenever
+    a longer prefix never tokenises shorter, which holds for BPE away from pathological merges.
     """
-    post = as_text(row["post"])
-    cuts = _cut_lengths(post)
+    cuts = _cut_lengths(text)
     tokens: dict[int, list[int]] = {}
 
     def fits(i: int) -> bool:
         if i not in tokens:
-            tokens[i] = tok.encode(format_query(row, post[: cuts[i]]))
-        return len(tokens[i]) <= max_query_len
+            tokens[i] = tok.encode(render(text[: cuts[i]]))
+        return len(tokens[i]) <= max_len
 
     if not fits(len(cuts) - 1):
-        raise ValueError(
-            f"row {as_text(row.get('id', '?'))}: the query without its post already has "
-            f"{len(tokens[len(cuts) - 1])} tokens > max_query_len={max_query_len}"
-        )
+        return None
     lo, hi = 0, len(cuts) - 1  # answer in [lo, hi]; cuts[hi] fits
     while lo < hi:
         mid = (lo + hi) // 2
@@ -129,6 +128,22 @@ def truncated_query(row: Mapping[str, Any], tok: TextTokenizer, max_query_len: i
         else:
             lo = mid + 1
     return tokens[lo]
+
+
+def truncated_query(row: Mapping[str, Any], tok: TextTokenizer, max_query_len: int) -> list[int]:
+    """Query tokens with the post cut (at a newline, else a space) so they fit max_query_len.
+
+    Raises ValueError naming the row when the query without its post is already too long.
+    """
+    tokens = truncated_text(
+        as_text(row["post"]), lambda post: format_query(row, post), tok, max_query_len
+    )
+    if tokens is None:
+        raise ValueError(
+            f"row {as_text(row.get('id', '?'))}: the query without its post already has "
+            f"{len(tok.encode(format_query(row, '')))} tokens > max_query_len={max_query_len}"
+        )
+    return tokens
 
 
 def response_text(summary: Any) -> str:
@@ -192,13 +207,26 @@ def prompt_arrays(
 
 
 def _pack_responses(
-    source, tok, max_query_len, response_len, fields, drop_long, progress, desc
+    source,
+    tok,
+    max_query_len,
+    response_len,
+    fields,
+    drop_long,
+    progress,
+    desc,
+    encode_q=encode_queries,
+    encode_r=encode_responses,
 ) -> tuple[list, list[list], list[int]]:
-    """Queries, per-field encoded responses and kept row ids; over-long rows dropped or cut."""
+    """Queries, per-field encoded responses and kept row ids; over-long rows dropped or cut.
+
+    `encode_q(rows, tok, max_query_len)` and `encode_r(values, tok)` default to the TL;DR
+    query format and `" " + text.strip()` + EOS (rlft.data.files passes its own prompts).
+    """
     queries, responses, kept, dropped = [], [[] for _ in fields], [], 0
     for start, rows in _chunks(source, progress, desc):
-        q = encode_queries(rows, tok, max_query_len)
-        rs = [encode_responses([r[f] for r in rows], tok) for f in fields]
+        q = encode_q(rows, tok, max_query_len)
+        rs = [encode_r([r[f] for r in rows], tok) for f in fields]
         for i in range(len(rows)):
             if drop_long and any(len(r[i]) > response_len for r in rs):
                 dropped += 1
