@@ -48,9 +48,23 @@ def _tldr_inputs(sandbox: str) -> None:
     _hf_checkpoint(os.path.join(sandbox, "checkpoints", "pythia-1b"))
 
 
+def _files_inputs(sandbox: str) -> None:
+    """docs/data.md: a TRL-format SFT file (prompt/completion) and a tokenizer beside it."""
+    import json
+
+    from rlft.data.tldr.fixtures import SFT, format_query, train_tokenizer
+
+    os.makedirs(os.path.join(sandbox, "data"))
+    with open(os.path.join(sandbox, "data", "sft.jsonl"), "w") as f:
+        for row in [r for rows in SFT.values() for r in rows]:
+            f.write(json.dumps({"prompt": format_query(row), "completion": row["summary"]}) + "\n")
+    train_tokenizer(os.path.join(sandbox, "data", "tokenizer.json"))
+
+
 FIXTURES = {  # what a reader would have downloaded before following the page
     "docs/convert.md": lambda s: _hf_checkpoint(os.path.join(s, "checkpoints", "pythia-410m")),
     "docs/tldr.md": _tldr_inputs,
+    "docs/data.md": _files_inputs,
 }
 
 
