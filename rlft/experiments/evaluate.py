@@ -257,17 +257,16 @@ def evaluate(
     that does not fit the policy."""
     if (reference is None) == (reference_responses is None):
         raise InputError("give exactly one of --reference and --reference_responses")
-    k = settings["num_samples"]
-    samples = sample_policy(policy, prompts, **settings)
-    ref = _reference_side(reference, reference_responses, prompts, samples, settings, policy)
-    pol_resp = responses(samples)
-    scores = None
-    if isinstance(judge, FileJudge):
+    k, scores = settings["num_samples"], None
+    if isinstance(judge, FileJudge):  # before sampling: a missing judgment fails at once
         try:
             p_policy_N = judge.judgments(item_ids(prompt_ids, k))
         except KeyError as e:
             raise InputError(f"--judge={judge.spec}: {e.args[0]}") from None
-    else:
+    samples = sample_policy(policy, prompts, **settings)
+    ref = _reference_side(reference, reference_responses, prompts, samples, settings, policy)
+    pol_resp = responses(samples)
+    if not isinstance(judge, FileJudge):
         prompts_N = [prompts[n // k] for n in range(len(prompts) * k)]
         scores = {
             "policy": judge.score(prompts_N, pol_resp),
