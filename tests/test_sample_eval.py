@@ -12,11 +12,13 @@ import pytest
 from rlft.cli import main
 from rlft.data.arrays import pack_sequences
 from rlft.data.synthetic import EOS, PAD, SyntheticConfig, gold_reward, make_datasets
+from rlft.data.tldr.fixtures import train_tokenizer
 from rlft.experiments.evaluate import HELD_OUT_SEED, wilson_interval
 from rlft.models import ModelConfig
 from rlft.models.params_io import load_params, read_meta
 from rlft.objectives.logprobs import sequence_logprobs
 from rlft.parallel import make_mesh
+from rlft.rollout.scoring import load_reward_model, reward_model_config, rm_scores
 from tests.helpers import REPO_CONFIGS
 
 L = 7  # max_new_tokens: the synthetic task's response length (6 content tokens + EOS)
@@ -184,3 +186,46 @@ def test_bad_eval_inputs(sft, tmp_path, capsys):
         assert main([*base, *args, f"--max_new_tokens={L}"]) == 2, args
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
+
+
+@pytest.mark.slow  # trains a reward model: ~80 s on 2 busy cores
+def test_reward_judge_scores_like_the_scorer(sft, tmp_path):
+    """`reward:` scores each response with the reward stage's model and class: against itself
+    every item ties, and the mean score equals rm_scores on `rlft sample`'s rows."""
+    rm = str(tmp_path / "rm")
+    argv = ["train", f"--config={os.path.join(REPO_CONFIGS, 'reward.py')}:tiny"]
+    argv += [f"--config.init.policy={sft}", "--config.total_steps=4", f"--workdir={rm}"]
+    assert main([*argv, "--noprogress"]) == 0
+    prompts = [[5, 9, 12, 2], [7, 2], [40, 41, 2]]
+    src = _write(tmp_path / "p.jsonl", [{"prompt_ids": p} for p in prompts])
+    out = tmp_path / "e.json"
+    argv = ["eval", f"--workdir={sft}", f"--reference={sft}", f"--judge=reward:{rm}"]
+    argv += [f"--prompts={src}", f"--max_new_tokens={L}", "--num_samples=2", f"--out={out}"]
+    assert main(argv) == 0
+    ev = json.loads(out.read_text())
+    assert ev["win_rate"]["ties"] == 6 and ev["win_rate"]["value"] == 0.5
+    rows = _sample(sft, tmp_path, prompts, k=2)
+    cfg = reward_model_config(rm)
+    params, model_class = load_reward_model(rm, cfg, make_mesh())
+    seq = pack_sequences([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows],
+                         4, L, PAD)  # fmt: skip
+    direct = rm_scores(cfg, params, seq, make_mesh(), model_class=model_class)
+    score = ev["judge_score"]["policy"]["mean"]
+    assert score == ev["judge_score"]["reference"]["mean"]
+    assert score == pytest.approx(float(np.mean(direct)), abs=1e-5)
+
+
+@pytest.mark.slow  # a second tiny policy with a text-sized vocabulary: ~65 s
+def test_text_prompts_with_a_tokenizer(tmp_path):
+    """`prompt` text is encoded with --tokenizer and responses decoded; rows keep the ids."""
+    tok = train_tokenizer(tmp_path / "tok")
+    wd = str(tmp_path / "sft")
+    argv = ["train", f"--config={os.path.join(REPO_CONFIGS, 'sft.py')}:tiny", f"--workdir={wd}"]
+    assert main([*argv, "--config.total_steps=2", "--config.model.vocab_size=448"]) == 0
+    src = _write(tmp_path / "p.jsonl", [{"id": "t", "prompt": "my cat ate the homework TL;DR:"}])
+    out = tmp_path / "s.jsonl"
+    argv = ["sample", f"--workdir={wd}", f"--prompts={src}", f"--out={out}", f"--tokenizer={tok}"]
+    assert main([*argv, "--max_new_tokens=5"]) == 0
+    (row,) = _read(out)
+    assert row["prompt"] == "my cat ate the homework TL;DR:" and isinstance(row["response"], str)
+    assert 1 <= row["length"] <= 5 and len(row["response_ids"]) == row["length"]
