@@ -5,6 +5,7 @@ against itself (KL 0, every item a tie), counted EOS shares, and one-line errors
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -80,7 +81,6 @@ def test_sample_rows_and_logprobs_match_the_trainer(sft, tmp_path):
         assert r["length"] == len(resp) and 1 <= len(resp) <= L
         assert r["finished"] == (resp[-1] == EOS) and EOS not in resp[:-1]
         assert r["logp_sum"] < 0 and "response" not in r  # no tokenizer: ids only
-    assert any(not r["finished"] for r in rows) or all(r["length"] < L for r in rows)
 
 
 def test_eval_of_a_policy_against_itself(sft, tmp_path, capsys):
@@ -229,3 +229,24 @@ def test_text_prompts_with_a_tokenizer(tmp_path):
     (row,) = _read(out)
     assert row["prompt"] == "my cat ate the homework TL;DR:" and isinstance(row["response"], str)
     assert 1 <= row["length"] <= 5 and len(row["response_ids"]) == row["length"]
+
+
+@pytest.mark.parametrize("command", ["sample", "eval"])
+def test_help_shows_flags_and_examples(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert f"usage: rlft {command}" in text and "example" in text and "--max_new_tokens" in text
+    assert main(["--help"]) == 0 and f"  {command} " in capsys.readouterr().out
+
+
+def test_sample_skips_a_checkpoint_that_does_not_restore(sft, tmp_path, capsys):
+    """Step 30's params are gone: sampling warns, reads step 15, and leaves the workdir alone."""
+    wd = tmp_path / "copy"
+    shutil.copytree(sft, wd)
+    shutil.rmtree(wd / "checkpoints" / "30" / "params")
+    src = _write(tmp_path / "p.jsonl", [{"prompt_ids": [5, 2]}])
+    argv = ["sample", f"--workdir={wd}", f"--prompts={src}", f"--out={tmp_path / 'o.jsonl'}"]
+    assert main([*argv, f"--max_new_tokens={L}"]) == 0
+    captured = capsys.readouterr()
+    assert "checkpoint step 15" in captured.out and "/30 does not restore" in captured.err
+    assert sorted(os.listdir(wd / "checkpoints")) == ["15", "30"]

@@ -31,7 +31,7 @@ import numpy as np
 from rlft.data.arrays import pack_sequences
 from rlft.data.judges import JudgmentsFileJudge
 from rlft.data.synthetic import SyntheticConfig, gold_reward, make_datasets
-from rlft.experiments.sample import InputError, Policy, recorded_data, responses, sample_policy
+from rlft.experiments.sample import InputError, Policy, responses, sample_policy
 from rlft.rollout.scoring import load_reward_model, logprob_scores, reward_model_config, rm_scores
 from rlft.tasks import TASKS, make_task
 
@@ -97,8 +97,12 @@ def _reward_judge(arg: str, policy: Policy) -> ScoreJudge:
 
 def _synthetic_judge(policy: Policy) -> ScoreJudge:
     """The default data task's verifier (gold_reward: the share of the ideal response matched)."""
-    data = {k: v for k, v in recorded_data(policy.workdir, {}).items() if k != "source"}
-    cfg = SyntheticConfig(**data)
+    if policy.data.get("source", "synthetic") != "synthetic":
+        raise InputError(
+            f"--judge=gold:synthetic: {policy.workdir} was trained on {policy.data['source']} "
+            "data, not the synthetic task"
+        )
+    cfg = SyntheticConfig(**{k: v for k, v in policy.data.items() if k != "source"})
 
     def prompts(n: int, seed: int) -> list[list[int]]:
         held_out = dataclasses.replace(cfg, num_examples=n, seed=cfg.seed + HELD_OUT_SEED + seed)

@@ -56,6 +56,7 @@ class Policy:
     pad_id: int
     tokenizer: Any  # rlft.data.tldr.format.TextTokenizer, or None (token ids only)
     mesh: Any
+    data: dict  # the run's recorded (resolved) data section; {} if it recorded none
 
 
 def one_device_mesh():
@@ -153,7 +154,7 @@ def load_policy(workdir: str, tokenizer: str | None = None, role: str = "policy"
         except (OSError, ValueError) as e:
             raise InputError(f"tokenizer {path}: {' '.join(str(e).split())}") from e
         eos_id, pad_id = tok.eos_id, tok.pad_id
-    return Policy(workdir, step, cfg, params, eos_id, pad_id, tok, mesh)
+    return Policy(workdir, step, cfg, params, eos_id, pad_id, tok, mesh, data)
 
 
 # Prompts ---------------------------------------------------------------------------------
