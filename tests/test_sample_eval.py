@@ -250,3 +250,31 @@ def test_sample_skips_a_checkpoint_that_does_not_restore(sft, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "checkpoint step 15" in captured.out and "/30 does not restore" in captured.err
     assert sorted(os.listdir(wd / "checkpoints")) == ["15", "30"]
+
+
+def test_kl_to_an_earlier_checkpoint_matches_a_recomputation(sft, tmp_path):
+    """Reference: the same run at step 15 (step 30 removed from a copy). KL is the mean over the
+    policy's samples of its summed log-prob minus the reference's, recomputed here with the
+    trainer's sequence_logprobs on `rlft sample`'s rows of the same prompts and seed."""
+    ref = tmp_path / "step15"
+    shutil.copytree(sft, ref)
+    shutil.rmtree(ref / "checkpoints" / "30")
+    prompts = [[5, 9, 12, 2], [7, 2], [40, 41, 42, 2], [8, 8, 9, 2]]
+    src = _write(tmp_path / "p.jsonl", [{"prompt_ids": p} for p in prompts])
+    out = tmp_path / "e.json"
+    argv = ["eval", f"--workdir={sft}", f"--reference={ref}", "--judge=gold:synthetic"]
+    argv += [f"--prompts={src}", "--num_samples=3", f"--max_new_tokens={L}", f"--out={out}"]
+    assert main(argv) == 0
+    ev = json.loads(out.read_text())
+    assert ev["reference"]["step"] == 15 and ev["policy"]["step"] == 30
+    rows = _sample(sft, tmp_path, prompts, k=3)
+    cfg = ModelConfig(**read_meta(sft)[1]["models"]["policy"]["config"])
+    ref_params = load_params(str(ref), "policy", "lm", cfg, make_mesh())
+    seq = pack_sequences([r["prompt_ids"] for r in rows], [r["response_ids"] for r in rows],
+                         4, L, PAD)  # fmt: skip
+    ref_N = np.asarray(
+        sequence_logprobs(cfg, ref_params, seq["tokens"], seq["mask"], seq["loss_mask"])
+    )
+    kl = np.mean([r["logp_sum"] for r in rows] - ref_N)
+    assert abs(kl) > 1e-2  # the two checkpoints differ
+    assert ev["kl_to_reference"]["mean"] == pytest.approx(kl, abs=1e-4)
