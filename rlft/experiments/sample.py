@@ -4,7 +4,7 @@ The policy is the newest checkpoint step of the workdir that restores (a step th
 reported on stderr and skipped, never moved or deleted: sampling only reads the workdir); its
 model config is the one that checkpoint's meta records. EOS and PAD ids and the tokenizer come
 from the data section the run recorded (`meta["resolved"]`, else `run_config.json`): the
-synthetic task's ids, or the TL;DR tokenizer's; `--tokenizer` overrides the recorded one.
+synthetic task's ids, or the tokenizer's of a tldr or files source; `--tokenizer` overrides it.
 
 Prompts file (JSONL, one object a line, blank lines skipped):
 
@@ -146,7 +146,7 @@ def load_policy(workdir: str, tokenizer: str | None = None, role: str = "policy"
     mesh = one_device_mesh()
     step, cfg, params, meta = restore_newest_good(workdir, mesh, role)
     data = recorded_data(workdir, meta)
-    path = tokenizer or (data.get("tokenizer") if data.get("source") == "tldr" else None)
+    path = tokenizer or data.get("tokenizer")  # tldr and files sources record theirs
     tok, eos_id, pad_id = None, EOS, PAD
     if path:
         try:
