@@ -322,7 +322,9 @@ def _sample(argv: list[str]) -> int:
 
     try:
         policy = sample.load_policy(f["workdir"], f["tokenizer"] or None)
-        ids, prompts = sample.read_prompts(f["prompts"], policy.tokenizer, policy.cfg.vocab_size)
+        ids, prompts = sample.read_prompts(
+            f["prompts"], policy.tokenizer, policy.cfg.vocab_size, sample.prompt_limit(policy)
+        )
         settings = {k: f[k] for k in SAMPLING}
         samples = sample.sample_policy(policy, prompts, **settings)
     except sample.InputError as e:
@@ -346,7 +348,7 @@ def _eval(argv: list[str]) -> int:
         judge = evaluate.make_judge(f["judge"], policy)
         if f["prompts"]:
             ids, prompts = sample.read_prompts(
-                f["prompts"], policy.tokenizer, policy.cfg.vocab_size
+                f["prompts"], policy.tokenizer, policy.cfg.vocab_size, sample.prompt_limit(policy)
             )
         elif getattr(judge, "task_prompts", None) is not None:
             prompts = judge.task_prompts(f["num_prompts"], f["seed"])

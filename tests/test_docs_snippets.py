@@ -49,22 +49,43 @@ def _tldr_inputs(sandbox: str) -> None:
 
 
 def _files_inputs(sandbox: str) -> None:
-    """docs/data.md: a TRL-format SFT file (prompt/completion) and a tokenizer beside it."""
+    """docs/data.md and the README: TRL-format files (SFT prompt/completion, preferences
+    prompt/chosen/rejected, prompt-only) made from the TL;DR fixture posts, and a tokenizer."""
     import json
 
-    from rlft.data.tldr.fixtures import SFT, format_query, train_tokenizer
+    from rlft.data.tldr.fixtures import COMPARISONS, SFT, format_query, train_tokenizer
 
-    os.makedirs(os.path.join(sandbox, "data"))
-    with open(os.path.join(sandbox, "data", "sft.jsonl"), "w") as f:
-        for row in [r for rows in SFT.values() for r in rows]:
-            f.write(json.dumps({"prompt": format_query(row), "completion": row["summary"]}) + "\n")
-    train_tokenizer(os.path.join(sandbox, "data", "tokenizer.json"))
+    data = os.path.join(sandbox, "data")
+    os.makedirs(data)
+
+    def write(name, rows):
+        with open(os.path.join(data, name), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+
+    posts = [r for rows in SFT.values() for r in rows]
+    write("sft.jsonl", [{"prompt": format_query(r), "completion": r["summary"]} for r in posts])
+    write("prompts.jsonl", [{"prompt": format_query(r)} for r in posts])
+    prefs = []
+    for rows in COMPARISONS.values():
+        for r in rows:
+            if "post" in r["info"]:
+                texts = [x["text"] for x in r["summaries"]]
+                prefs.append(
+                    {
+                        "prompt": format_query(r["info"]),
+                        "chosen": texts[r["choice"]],
+                        "rejected": texts[1 - r["choice"]],
+                    }
+                )
+    write("preferences.jsonl", prefs)
+    train_tokenizer(os.path.join(data, "tokenizer.json"))
 
 
 FIXTURES = {  # what a reader would have downloaded before following the page
     "docs/convert.md": lambda s: _hf_checkpoint(os.path.join(s, "checkpoints", "pythia-410m")),
     "docs/tldr.md": _tldr_inputs,
     "docs/data.md": _files_inputs,
+    "README.md": _files_inputs,
 }
 
 

@@ -278,3 +278,21 @@ def test_kl_to_an_earlier_checkpoint_matches_a_recomputation(sft, tmp_path):
     kl = np.mean([r["logp_sum"] for r in rows] - ref_N)
     assert abs(kl) > 1e-2  # the two checkpoints differ
     assert ev["kl_to_reference"]["mean"] == pytest.approx(kl, abs=1e-4)
+
+
+def test_text_prompts_are_cut_to_the_runs_prompt_length(tmp_path):
+    """A text prompt longer than the run's prompt length is cut as training cut it: at its
+    last newline that fits (rlft.data.tldr.format.truncated_text), keeping the beginning."""
+    from rlft.data.tldr.fixtures import train_tokenizer
+    from rlft.experiments.sample import read_prompts, text_tokenizer
+
+    tok = text_tokenizer(train_tokenizer(tmp_path / "tok.json"), 512)
+    text = "TITLE: my cat\nPOST: she sleeps all day\nand all night long, every night"
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": text}) + "\n")
+    whole = tok.encode(text)
+    head = tok.encode("TITLE: my cat\nPOST: she sleeps all day")
+    _, (uncut,) = read_prompts(str(path), tok, 512)
+    assert uncut == whole
+    _, (cut,) = read_prompts(str(path), tok, 512, max_len=len(head))
+    assert cut == head and len(whole) > len(head)

@@ -160,7 +160,25 @@ def load_policy(workdir: str, tokenizer: str | None = None, role: str = "policy"
 # Prompts ---------------------------------------------------------------------------------
 
 
-def _prompt_row(obj: Any, where: str, tok, vocab_size: int) -> list[int]:
+def prompt_limit(policy: "Policy") -> int | None:
+    """The prompt length P the run trained with (a files or TL;DR source records it), or None."""
+    return policy.data.get("max_prompt_len") or policy.data.get("max_query_len") or None
+
+
+def _cut_text(text: str, tok, max_len: int | None, where: str) -> list[int]:
+    """`text` encoded; longer than max_len tokens, cut as the files source cuts a prompt
+    (rlft.data.tldr.format.truncated_text: at its last newline, then space, then character)."""
+    ids = tok.encode(text)
+    if max_len is not None and len(ids) > max_len:
+        from rlft.data.tldr.format import truncated_text  # noqa: PLC0415 (text runs only)
+
+        ids = truncated_text(text, lambda cut: cut, tok, max_len)
+        if not ids:
+            raise InputError(f"{where}: field 'prompt' cannot be cut to {max_len} tokens")
+    return ids
+
+
+def _prompt_row(obj: Any, where: str, tok, vocab_size: int, max_len: int | None) -> list[int]:
     if not isinstance(obj, dict):
         raise InputError(f"{where}: expected a JSON object with 'prompt' or 'prompt_ids'")
     if ("prompt" in obj) == ("prompt_ids" in obj):
@@ -175,7 +193,7 @@ def _prompt_row(obj: Any, where: str, tok, vocab_size: int) -> list[int]:
                 f"{where}: field 'prompt' is text but no tokenizer is known (the workdir records "
                 "none); pass --tokenizer=DIR or give 'prompt_ids'"
             )
-        ids = tok.encode(obj["prompt"])
+        ids = _cut_text(obj["prompt"], tok, max_len, where)
         if not ids:
             raise InputError(f"{where}: field 'prompt' encodes to no tokens")
         return ids
@@ -192,9 +210,13 @@ def _prompt_row(obj: Any, where: str, tok, vocab_size: int) -> list[int]:
     return ids
 
 
-def read_prompts(path: str, tok, vocab_size: int) -> tuple[list[str], list[list[int]]]:
-    """(ids, token lists) of a prompts JSONL (module docstring); raises InputError naming the
-    file, row (1-based line) and field of the first bad line, or an empty/missing file."""
+def read_prompts(
+    path: str, tok, vocab_size: int, max_len: int | None = None
+) -> tuple[list[str], list[list[int]]]:
+    """(ids, token lists) of a prompts JSONL (module docstring); text prompts longer than
+    `max_len` tokens (the run's prompt length, `prompt_limit`) are cut as training cut them.
+    Raises InputError naming the file, row (1-based line) and field of the first bad line, or
+    an empty/missing file."""
     if not os.path.isfile(path):
         raise InputError(f"--prompts={path}: no such file")
     ids, prompts = [], []
@@ -207,7 +229,7 @@ def read_prompts(path: str, tok, vocab_size: int) -> tuple[list[str], list[list[
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            prompts.append(_prompt_row(obj, where, tok, vocab_size))
+            prompts.append(_prompt_row(obj, where, tok, vocab_size, max_len))
             ids.append(obj.get("id", str(len(ids))))
     if not prompts:
         raise InputError(f"{path}: no prompts (one JSON object a line)")
