@@ -60,9 +60,25 @@ def test_tiny_config_loss_falls(runs, stage):
 def test_tiny_ppo_learns(runs):
     rows = read_metrics(runs["ppo"])
     assert len(rows) == 4
-    assert rows[-1]["vf_loss"] < rows[0]["vf_loss"]  # the critic fits the returns
-    assert rows[-1]["rollout/score"] > rows[0]["rollout/score"]  # the policy climbs the RM
-    assert rows[-1]["rollout/kl"] > 0
+    assert rows[-1]["loss/value_avg"] < rows[0]["loss/value_avg"]  # the critic fits the returns
+    assert rows[-1]["objective/scores"] > rows[0]["objective/scores"]  # the policy climbs the RM
+    assert rows[-1]["objective/kl"] > 0
+
+
+def test_metrics_carry_trl_names(runs):
+    """metrics.jsonl and TensorBoard use the names TRL's trainers log (TRL_NAMES)."""
+    dpo = read_metrics(runs["dpo"])[-1]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"):
+        assert key in dpo, sorted(dpo)
+    assert "logps/chosen" in dpo and "logps/rejected" in dpo and "margin" not in dpo
+    margin = dpo["rewards/chosen"] - dpo["rewards/rejected"]
+    assert dpo["rewards/margins"] == pytest.approx(margin, abs=1e-5)
+    assert 0 <= dpo["rewards/accuracies"] <= 1
+    assert "mean_token_accuracy" in read_metrics(runs["sft"])[-1]
+    ppo = read_metrics(runs["ppo"])[-1]
+    for key in ("objective/kl", "objective/scores", "objective/rlhf_reward", "policy/clipfrac_avg"):
+        assert key in ppo, sorted(ppo)
+    assert not any(k.startswith("rollout/s") or k == "pg_loss" for k in ppo)
 
 
 def test_reward_model_is_normalised(runs):
@@ -124,7 +140,7 @@ def test_reward_checkpoint_records_its_class(rm_classes, model_class):
 def test_tiny_ppo_runs_on_a_bilinear_reward_model(rm_classes):
     rows = read_metrics(rm_classes["ppo"])
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
-    assert rows[-1]["rollout/score"] != rows[0]["rollout/score"]
+    assert rows[-1]["objective/scores"] != rows[0]["objective/scores"]
 
 
 def test_reward_model_kind_is_checked(rm_classes):

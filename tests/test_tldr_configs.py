@@ -216,4 +216,4 @@ def test_smoke_stages_chain_through_the_cli(tmp_path, data_extra):
     assert "reward_offset" in read_metrics(str(root / "reward"))[-1]
     assert (root / "dpo" / "ref_logprobs.npz").exists()
     last = read_metrics(str(root / "ppo"))[-1]
-    assert math.isfinite(last["rollout/score"]) and 0 < last["rollout/response_len"] <= 16
+    assert math.isfinite(last["objective/scores"]) and 0 < last["rollout/response_len"] <= 16

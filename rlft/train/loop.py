@@ -25,7 +25,7 @@ from rlft.errors import CheckpointError, ConfigError, NonFiniteLossError
 from rlft.objectives import check_batch
 from rlft.parallel import batch_sharding, make_mesh
 from rlft.train import checkpoint
-from rlft.train.metrics import MetricsWriter
+from rlft.train.metrics import MetricsWriter, trl_names
 from rlft.train.stages import build_stage
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
@@ -181,7 +181,8 @@ def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None
         return jitted_step(state, batch)
 
     is_main = jax.process_index() == 0
-    writer = MetricsWriter(workdir, resume_step=start) if is_main else None
+    names = trl_names(run.objective)
+    writer = MetricsWriter(workdir, resume_step=start, names=names) if is_main else None
     last: dict = {}
     bar = tqdm(
         range(start, stop),
