@@ -9,11 +9,14 @@ expected count under 5 are pooled, the usual validity condition of the chi-squar
 approximation (Cochran, 1954). Prime vocabularies (11, 1031) leave a short last block.
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rlft import models
+from rlft.rollout import generate
 from rlft.rollout.sampler import block_size, categorical_from_uniform, sample_token, top_p_filter
 
 stats = pytest.importorskip("scipy.stats")
@@ -148,3 +151,33 @@ def test_top_p_one_compiles_no_sort():
         for top_p in (1.0, 0.9)
     }
     assert "stablehlo.sort" not in text[1.0] and "stablehlo.sort" in text[0.9]
+
+
+def test_generate_first_tokens_fit_the_model_softmax():
+    """End to end: K = 20,000 samples of one prompt share its prefill logits, so their first
+    response tokens are i.i.d. draws from softmax(logits / T) of the trainer's forward; rows
+    that shared a uniform, or a wrong temperature, would fail the fit."""
+    cfg = models.model_config(
+        "tiny", vocab_size=67, num_layers=2, d_model=24, num_heads=3, d_ff=37, max_len=64
+    )
+    params = nn.unbox(models.init_params("lm", cfg, jax.random.key(0)))
+    params["embed_out"]["kernel"] = params["embed_out"]["kernel"] * 4.0  # a spread-out softmax
+    prompt_1xP = jax.random.randint(jax.random.key(1), (1, 5), 0, 67)
+    mask_1xP = jnp.ones((1, 5), bool)
+    k, temperature = 20_000, 0.8
+    samples = generate(
+        cfg,
+        params,
+        prompt_1xP,
+        mask_1xP,
+        jax.random.key(2),
+        max_new_tokens=1,
+        num_samples=k,
+        temperature=temperature,
+        eos_id=None,
+        pad_id=0,
+    )
+    logits_V = np.asarray(models.lm_logits(cfg, params, prompt_1xP, mask_1xP)[0, -1])
+    probs_V = nucleus_probs(logits_V, temperature, 1.0)
+    p_value = chi_square_p(np.asarray(samples.tokens[:, -1]), probs_V)
+    assert p_value > ALPHA, f"chi-square rejects the model's softmax(logits / T): p = {p_value:.3g}"
