@@ -7,13 +7,17 @@ stops early once every row has emitted EOS. The generated token at response step
 column P + i and gets rotary position n_real + i, so left padding is invisible: the result
 scores identically under the trainer's full forward on (tokens, mask).
 
-Log-probs come from `logprobs_from_logits`, the trainer's helper, under softmax(logits / T).
-With top_p < 1 the token is drawn from the nucleus but `logp` is still the log-prob under the
-temperature-scaled *full* softmax, which is what PPO/DPO recompute with `token_logprobs`.
+Tokens are drawn exactly by a two-level inverse CDF on two uniforms per row
+(`categorical_from_uniform`), not a Gumbel draw per vocabulary entry; `test_sampler_exact`
+fits the frequencies by chi-square. Log-probs come from `logprobs_from_logits`, the trainer's
+helper, under softmax(logits / T). With top_p < 1 the token is drawn from the nucleus but
+`logp` is still the log-prob under the temperature-scaled *full* softmax, which is what
+PPO/DPO recompute with `token_logprobs`.
 Greedy decoding (greedy=True or temperature=0) reports log-probs at temperature 1.
 """
 
 import functools
+import math
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -68,16 +72,88 @@ def top_p_filter(logits_NxV: jax.Array, top_p: float) -> jax.Array:
     return jnp.where(keep_NxV, logits_NxV, -jnp.inf)
 
 
-def sample_token(
-    logits_NxV: jax.Array, rng: jax.Array, temperature: float, top_p: float, greedy: bool
+def block_size(vocab_size: int) -> int:
+    """B for `categorical_from_uniform`: the divisor of V with the least G + B = B + V / B.
+
+    G + B bounds the float32 error and sizes the two prefix sums; its optimum is 2 sqrt(V). A
+    divisor leaves no short last block, whose slice would copy the logits (50,304 -> 192). If no
+    divisor comes within 1.5x of the optimum (a prime V), ceil(sqrt(V)) with a short last block.
+    """
+    divisors = [d for d in range(1, math.isqrt(vocab_size) + 1) if vocab_size % d == 0]
+    best = max(divisors)  # the largest divisor <= sqrt(V) minimises d + V / d
+    if best + vocab_size // best <= 3 * math.sqrt(vocab_size):
+        return best
+    return math.ceil(math.sqrt(vocab_size))
+
+
+def categorical_from_uniform(
+    logits_NxV: jax.Array, u_Nx2: jax.Array, block: int | None = None
 ) -> jax.Array:
-    """One token per row from softmax(logits / temperature), nucleus-filtered; or the argmax."""
+    """One token per row from softmax(logits), by a two-level inverse CDF on two uniforms.
+
+    The vocabulary is cut into G = ceil(V / B) blocks of B tokens (the last may be short).
+    With weights w = exp(logits - max) and block masses S_g, u_Nx2[:, 0] picks block j, the
+    first whose inclusive prefix mass exceeds u0 * sum(S), and u_Nx2[:, 1] picks the token of
+    block j whose inclusive prefix weight first exceeds u1 * S_j. By the chain rule
+    P(token) = S_j / sum(S) * w / S_j = softmax(logits)[token]: inversion, and sequential
+    search in a table cut into blocks (Devroye, Non-Uniform Random Variate Generation, 1986,
+    sections III.2-III.3). Cost: one pass over [N, V] (max, then exp and block sums) and two
+    prefix sums of G and of B entries; a float32 prefix sum over all V is several times slower
+    on CPU. Precision: a float32 uniform is a multiple of 2^-23, so each level moves each of
+    its cells' probabilities by under 2^-23; with an independent uniform per level the draw's
+    total variation from softmax is about (G + B) * 2^-24 plus float32 sum rounding (3e-5 at
+    V = 50,304), where one uniform over all V tokens could reach V * 2^-24 (3e-3).
+
+    A -inf token is never drawn: u * total < total for u < 1 and a normal total, so the chosen
+    prefix entry exceeds the one before it, and adding 0 to a float leaves it unchanged. If the
+    chosen block's mass underflows (a subnormal sum) an overshoot is clamped to its last finite
+    token. Rows need a finite logit. Shapes: logits_NxV float, u_Nx2 float32 in [0, 1); returns
+    int32 tokens [N]. Jittable; `block` (B, default `block_size(V)`) is static and need not
+    divide V.
+    """
+    n, v = logits_NxV.shape
+    b = block or block_size(v)
+    g, tail = divmod(v, b)
+    logits_NxV = logits_NxV.astype(jnp.float32)
+    max_Nx1 = jnp.max(logits_NxV, axis=-1, keepdims=True)
+    # Full blocks by a reshape, the short one apart: padding [N, V] to G * B would copy it.
+    full_NxGxB = logits_NxV[:, : g * b].reshape(n, g, b)
+    mass_NxG = jnp.sum(jnp.exp(full_NxGxB - max_Nx1[:, :, None]), axis=-1)
+    if tail:
+        tail_Nx1 = jnp.sum(jnp.exp(logits_NxV[:, g * b :] - max_Nx1), axis=-1, keepdims=True)
+        mass_NxG = jnp.concatenate([mass_NxG, tail_Nx1], axis=-1)
+    upto_NxG = jnp.cumsum(mass_NxG, axis=-1)  # upto_NxG[:, -1] >= 1: the max has weight 1
+    block_N = jnp.sum(upto_NxG <= u_Nx2[:, :1] * upto_NxG[:, -1:], axis=-1)
+    token_NxB = block_N[:, None] * b + jnp.arange(b)
+    logits_NxB = jnp.take_along_axis(logits_NxV, jnp.minimum(token_NxB, v - 1), axis=-1)
+    logits_NxB = jnp.where(token_NxB < v, logits_NxB, -jnp.inf)
+    upto_NxB = jnp.cumsum(jnp.exp(logits_NxB - max_Nx1), axis=-1)
+    within_N = jnp.sum(upto_NxB <= u_Nx2[:, 1:] * upto_NxB[:, -1:], axis=-1)
+    last_finite_N = jnp.max(jnp.where(logits_NxB > -jnp.inf, jnp.arange(b), 0), axis=-1)
+    return (block_N * b + jnp.minimum(within_N, last_finite_N)).astype(jnp.int32)
+
+
+def sample_token(
+    logits_NxV: jax.Array,
+    rng: jax.Array,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+    block: int | None = None,
+) -> jax.Array:
+    """One token per row from softmax(logits / temperature), nucleus-filtered; or the argmax.
+
+    Draws two uniforms per row (`categorical_from_uniform`), not a Gumbel per vocabulary entry
+    as `jax.random.categorical` does: at [32, 50,304] that costs several LM-head matmuls.
+    Returns int32 [N]; the nucleus argsort runs only when top_p < 1.
+    """
     if greedy:
         return jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32)
     scaled_NxV = logits_NxV.astype(jnp.float32) / temperature
     if top_p < 1.0:
         scaled_NxV = top_p_filter(scaled_NxV, top_p)
-    return jax.random.categorical(rng, scaled_NxV, axis=-1).astype(jnp.int32)
+    u_Nx2 = jax.random.uniform(rng, (logits_NxV.shape[0], 2), jnp.float32)
+    return categorical_from_uniform(scaled_NxV, u_Nx2, block)
 
 
 def _last_logits(
