@@ -61,7 +61,8 @@ def test_tiny_ppo_learns(runs):
     rows = read_metrics(runs["ppo"])
     assert len(rows) == 4
     assert rows[-1]["loss/value_avg"] < rows[0]["loss/value_avg"]  # the critic fits the returns
-    assert rows[-1]["objective/scores"] > rows[0]["objective/scores"]  # the policy climbs the RM
+    # the policy climbs the RM: 4 logged rollouts of 8 prompts are noisy, so two against two
+    assert _mean(rows[-2:], "objective/scores") > _mean(rows[:2], "objective/scores")
     assert rows[-1]["objective/kl"] > 0
 
 
