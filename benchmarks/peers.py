@@ -67,6 +67,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -110,6 +111,11 @@ class Shapes:
 FULL = Shapes()
 SMOKE = Shapes(vocab=512, layers=2, width=32, heads=2, batch=4, prompt=8, response=6, pairs=2,
                warmup=1, reps=2)  # fmt: skip
+
+
+def progress(phase: str) -> None:
+    """One line on stderr per phase: a full run takes minutes."""
+    print(f"[peers {time.strftime('%H:%M:%S')}] {phase}", file=sys.stderr, flush=True)
 
 
 def stats(seconds: list[float]) -> dict[str, float]:
@@ -564,9 +570,13 @@ def main(argv=None) -> dict:
     batches = rlft_batches(s, d)
     same = weights_check(hf_lm, hf_rm, cfg, lm, rm, batches["sft"])
     tokens = 2 * s.pairs * (s.prompt + s.response)
+    progress("matmul bound")
     rates = matmul_rates({"decode": s.batch, "train": tokens}, s.width, s.vocab, 2, s.reps + 1)
+    progress("sampling")
     sampling = bench_sampling(s, hf_lm, cfg, lm, d["sample_prompt"])
+    progress("rlft train steps")
     rlft = rlft_steps(s, cfg, lm, rm, batches)
+    progress("TRL train steps")
     trl = trl_steps(s, hf_lm, hf_rm, build_tokenizer(s.vocab), d, batches)
     r = report(s, rates, sampling, rlft, trl, n_lm, n_rm) | {"same_weights": same}
     print_report(r)
