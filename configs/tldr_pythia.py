@@ -1,6 +1,7 @@
 """Pythia-1.4B / 2.8B on Reddit TL;DR with the paper's settings (docs/paper.md section 4), by stage.
 
-Variant `SIZE:STAGE[:ROOT]`: SIZE is 1.4b, 2.8b or smoke; STAGE is sft, reward, dpo or ppo;
+Variant `SIZE:STAGE[:ROOT]`: SIZE is 1.4b, 2.8b, 410m (one 16 GiB chip: colab/tldr_pythia.ipynb)
+or smoke; STAGE is sft, reward, dpo or ppo;
 ROOT (default runs/tldr_SIZE) holds the stage workdirs ROOT/sft, ROOT/reward, ROOT/dpo,
 ROOT/ppo, which later stages read through config.init, so `--workdir` must be ROOT/STAGE.
 
@@ -63,6 +64,17 @@ PARTS = {"sft": ("sft",), "reward": ("pairs", "sft"), "dpo": ("pairs",), "ppo": 
 ACCUM = {
     "1.4b": {"sft": 1, "reward": 4, "dpo": 4, "ppo": 1},
     "2.8b": {"sft": 2, "reward": 8, "dpo": 8, "ppo": 4},
+    # One v5e chip (Colab, 16 GiB; colab/tldr_pythia.ipynb), sized from `python tpu/memory.py
+    # --models=pythia-410m --micro-batch=8` (v5e-1 rows): the LM has 405,334,016 params, so one
+    # trained model (fp32 param, grad, AdamW mu, nu) is 6.0 GiB and a frozen fp32 reference
+    # 1.5 GiB; 90% of 16 GiB leaves 6.9 GiB for activations. memory.py's PPO estimate (two
+    # backbones) is 4.0 GiB at 8 sequences x 565 tokens with remat (one LM: about 3.3), 16 would
+    # be 8.0: so at most 8 sequences per micro-batch, i.e. sft 64 / 8, reward and dpo 128 pairs
+    # = 256 sequences / 32. PPO does not fit the chip at all (memory.py: policy + critic
+    # + reference + RM = 14.1 GiB before activations); the notebook leaves its arm out, and
+    # its 16 only keeps `410m:ppo` parsing. `410m:reproduce` takes the largest, 32, for every
+    # stage (its SFT then runs 2 sequences a micro-batch).
+    "410m": {"sft": 8, "reward": 32, "dpo": 32, "ppo": 16},
     "smoke": {"sft": 1, "reward": 1, "dpo": 1, "ppo": 1},
 }
 ONLINE_DPO = dict(  # the sampling step of online DPO (docs/paper.md section 4), for the pipeline
@@ -155,7 +167,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.eps = 1e-5  # AdamW eps of the paper's code; weight decay 0, clip 1 are rlft's
     c.optim.accum_steps = ACCUM[size][stage]
     c.mesh.data = 1  # FSDP over every device: params + AdamW of 1.4b (22.6 GB) and 2.8b
-    c.mesh.fsdp = -1  # (44 GB) do not fit one chip; tpu/memory.py has the table
+    c.mesh.fsdp = -1  # (44 GB) do not fit one chip; tpu/memory.py has the table (410m: 1 chip)
     c.data = _data(size, stage, root)
     hf = "" if size == "smoke" else f"checkpoints/pythia-{size}-deduped"
     c.init.policy = hf if stage == "sft" else f"{root}/sft"  # smoke sft: random init

@@ -296,3 +296,13 @@ def test_text_prompts_are_cut_to_the_runs_prompt_length(tmp_path):
     assert uncut == whole
     _, (cut,) = read_prompts(str(path), tok, 512, max_len=len(head))
     assert cut == head and len(whole) > len(head)
+
+
+def test_a_unit_without_a_data_section_reads_as_empty(tmp_path):
+    """A `rlft reproduce` unit records `data: null` (its data are arrays): `rlft eval` and
+    `rlft sample` read it as no data section, not crash (then --tokenizer names the tokenizer)."""
+    from rlft.experiments.sample import recorded_data
+
+    assert recorded_data(str(tmp_path), {"resolved": {"data": None}}) == {}
+    (tmp_path / "run_config.json").write_text(json.dumps({"resolved": {"data": None}}))
+    assert recorded_data(str(tmp_path), {}) == {}

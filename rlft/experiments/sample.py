@@ -124,13 +124,14 @@ def restore_newest_good(
 
 def recorded_data(workdir: str, meta: dict) -> dict:
     """The run's resolved `data` section: the checkpoint meta's record, else run_config.json."""
+    # `or {}`: a `rlft reproduce` unit passes its data as arrays and records `data: null`
     if "resolved" in meta:
-        return meta["resolved"].get("data", {})
+        return meta["resolved"].get("data") or {}
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
         return {}  # a run from before configs were recorded: the synthetic task's defaults
     with open(path) as f:
-        return json.load(f).get("resolved", {}).get("data", {})
+        return json.load(f).get("resolved", {}).get("data") or {}
 
 
 def text_tokenizer(path: str, vocab_size: int):
