@@ -11,6 +11,7 @@ response.
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlft.models import ModelConfig
@@ -21,10 +22,50 @@ from rlft.rollout.scoring import logprob_scores, rm_scores
 from rlft.tasks import Task, split_sequences
 
 
+# Device memory one generate call may give its KV cache and per-step logits, per device. The
+# pipeline samples thousands of prompts (labels, K = 25 online samples, evaluation): in one call
+# a Pythia-410m cache alone is 55 MB a row in bf16 (2 x 24 layers x 565 slots x 1024 x 2 B).
+SAMPLE_BYTES_PER_DEVICE = 2 * 2**30
+
+
+def prompts_per_call(cfg: ModelConfig, n_devices: int, num_samples: int, length: int) -> int:
+    """Prompts per generate call: as many as keep each device's KV cache ([rows, S, D] keys and
+    values for every layer, in the compute dtype) plus float32 logits [rows, V] within
+    SAMPLE_BYTES_PER_DEVICE, with rows = prompts x num_samples / n_devices; a multiple of
+    n_devices (shard_batch's requirement), at least n_devices."""
+    itemsize = jnp.dtype(cfg.dtype).itemsize
+    row_bytes = 2 * cfg.num_layers * length * cfg.d_model * itemsize + 4 * cfg.vocab_size
+    rows = max(1, SAMPLE_BYTES_PER_DEVICE // row_bytes)  # per device
+    return max(1, rows // num_samples) * n_devices
+
+
 def sample(
     cfg: ModelConfig, params, prompts: dict, task: Task, rng, mesh, *, num_samples, temperature
 ) -> dict[str, np.ndarray]:
-    """K responses per prompt (prompt-major rows): tokens, mask, loss_mask, logp [N*K, P+R]."""
+    """K responses per prompt (prompt-major rows): tokens, mask, loss_mask, logp [N*K, P+R].
+
+    Prompts are drawn in calls of `prompts_per_call` prompts (the last one padded by repeating
+    its last prompt, so every call has one shape and compiles once), call i with the key
+    fold_in(rng, i); N prompts that fit one call use `rng` itself.
+    """
+    n = len(prompts["prompt_tokens"])
+    length = prompts["prompt_tokens"].shape[1] + task.response_len
+    chunk = prompts_per_call(cfg, mesh.size, num_samples, length)
+    if n <= chunk:
+        return _sample_call(cfg, params, prompts, task, rng, mesh, num_samples, temperature)
+    parts = []
+    for i, start in enumerate(range(0, n, chunk)):
+        rows = np.minimum(np.arange(start, start + chunk), n - 1)  # pad with the last prompt
+        part = {k: np.asarray(v)[rows] for k, v in prompts.items()}
+        out = _sample_call(
+            cfg, params, part, task, jax.random.fold_in(rng, i), mesh, num_samples, temperature
+        )
+        keep = min(chunk, n - start) * num_samples
+        parts.append({k: v[:keep] for k, v in out.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _sample_call(cfg, params, prompts, task, rng, mesh, num_samples, temperature) -> dict:
     p = shard_batch(prompts, mesh)
     out = generate(
         cfg,
