@@ -21,7 +21,6 @@ from rlft.rollout.sampler import generate
 from rlft.rollout.scoring import logprob_scores, rm_scores
 from rlft.tasks import Task, split_sequences
 
-
 # Device memory one generate call may give its KV cache and per-step logits, per device. The
 # pipeline samples thousands of prompts (labels, K = 25 online samples, evaluation): in one call
 # a Pythia-410m cache alone is 55 MB a row in bf16 (2 x 24 layers x 565 slots x 1024 x 2 B).
