@@ -15,7 +15,8 @@ precomputed reference log-probs and with a reference forward in every step. It t
 of the LM head's shape for an achievable FLOP/s, counts each step's FLOPs (6 x params x tokens
 trained, 2 x params x tokens for a frozen forward; the embedding lookup counts 0; the LM head
 counted at every token, and at the tokens the step actually computes) and prints s/step, the
-time each count needs at that rate (the bound) and the fraction of it reached.
+compiled step's temporary buffers (XLA's memory analysis: activations, logits and their
+gradients), the time each count needs at that rate (the bound) and the fraction reached.
 """
 
 import argparse
@@ -131,7 +132,7 @@ def pythia_pairs(pairs: int, prompt_len: int, response_len: int, vocab: int) -> 
     return out
 
 
-def achievable_flops(rows: int, d: int, v: int, reps: int = 5) -> float:
+def achievable_flops(rows: int, d: int, v: int, reps: int = 3) -> float:
     """FLOP/s of a float32 [rows, d] x [d, v] matmul (the LM head's shape), best of reps."""
     x = jax.random.normal(jax.random.key(0), (rows, d), jnp.float32)
     w = jax.random.normal(jax.random.key(1), (d, v), jnp.float32)
@@ -170,15 +171,15 @@ def run_pythia(args):
     sft = {k: pairs[f"chosen_{k}"] for k in ("tokens", "mask", "loss_mask")}
     b, t = sft["tokens"].shape
     head_t = head_positions(pairs["chosen_loss_mask"])
-    flops_s = achievable_flops(2 * b * t, cfg.d_model, cfg.vocab_size)
+    rate_rows = 2 * b * t  # the head's rows in a DPO step
     print(
         f"devices={len(jax.devices())} ({jax.devices()[0].platform}) vocab={cfg.vocab_size} "
         f"layers={cfg.num_layers} width={cfg.d_model} pairs={b} prompt={args.prompt_len} "
         f"response={args.response_len} T={t}; LM head at {head_t} of {t} positions per row"
     )
     print(
-        f"achievable: {flops_s / 1e9:.1f} GFLOP/s ({2 * b * t}x{cfg.d_model} @ "
-        f"{cfg.d_model}x{cfg.vocab_size} float32 matmul, best of 5)"
+        f"achievable FLOP/s: a {rate_rows}x{cfg.d_model} @ {cfg.d_model}x{cfg.vocab_size} float32 "
+        f"matmul, best of 3, timed just before each step (a shared machine's load drifts)"
     )
     hp = dpo.DpoHparams(beta=args.beta)
     runs = []  # (label, state, fn, batch, [(rows, trained, lm)])
@@ -207,16 +208,25 @@ def run_pythia(args):
         ("dpo (+ ref forward)", state, with_ref, pairs, [(2 * b, True, True), (2 * b, False, True)])
     )
     print(
-        f"{'step':24s} {'s/step':>8s} | {'head at every token':>28s} | {'head where computed':>28s}"
+        f"{'step':24s} {'s/step':>8s} {'temp MB':>8s} {'GFLOP/s':>8s} | "
+        f"{'head at every token':>28s} | "
+        f"{'head where computed':>28s}"
     )
-    print(f"{'':24s} {'':8s} | {'GFLOP  bound s  reached':>28s} | {'GFLOP  bound s  reached':>28s}")
+    cols = f"{'GFLOP  bound s  reached':>28s}"
+    print(f"{'':24s} {'':8s} {'':8s} {'':8s} | {cols} | {cols}")
     for label, state, fn, batch, parts in runs:
-        sec = _time(fn, state, shard_batch(batch, mesh), args.steps)
+        batch = shard_batch(batch, mesh)
+        temp = fn.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
+        flops_s = achievable_flops(rate_rows, cfg.d_model, cfg.vocab_size)
+        sec = _time(fn, state, batch, args.steps)
         cols = []
         for ht in (t, head_t):
             f = sum(step_flops(cfg, r, t, ht, tr, lm) for r, tr, lm in parts)
             cols.append(f"{f / 1e9:7.1f} {f / flops_s:8.3f} {f / flops_s / sec:8.1%}")
-        print(f"{label:24s} {sec:8.3f} | {cols[0]:>28s} | {cols[1]:>28s}")
+        print(
+            f"{label:24s} {sec:8.3f} {temp / 1e6:8.0f} {flops_s / 1e9:8.1f} | "
+            f"{cols[0]:>28s} | {cols[1]:>28s}"
+        )
 
 
 def main():

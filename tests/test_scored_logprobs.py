@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlft.models import init_params, model_config
+from rlft.models import init_params, lm_hidden, model_config
 from rlft.objectives import LossOut, Models, dpo, ppo, sft
 from rlft.objectives.logprobs import (
     CHUNK_LEN,
@@ -260,3 +260,34 @@ def test_ppo_equals_full_logits(params):
     )
     hp = ppo.PpoHparams(ent_coef=0.05)
     check_loss(ppo.loss_fn, plain_ppo, params, batch, Models(policy=CFG, critic=CFG), hp)
+
+
+def test_scored_gradient_memory_does_not_grow_with_logits():
+    """XLA's temporary buffers for the gradient, grown by 44 more response columns: beyond
+    what the backbone alone adds (attention grows as T^2), the scored path (chunks of 4
+    positions) adds under a quarter of those columns' [B, 44, V] float32 logits, and the
+    full-logits path more than all of them (so the measure can see it)."""
+    cfg = model_config("tiny", vocab_size=4099, num_layers=1)
+    p = nn.unbox(jax.jit(init_params, static_argnums=(0, 1))("lm", cfg, jax.random.key(0)))
+
+    def growth(stats_fn):
+        def temp_bytes(r):
+            batch = rows(np.random.default_rng(5), [44, 4, 20], [r, 5, 12], r=r)
+            grad = jax.jit(jax.grad(lambda p: jnp.sum(stats_fn(p, *batch))))
+            return grad.lower(p).compile().memory_analysis().temp_size_in_bytes
+
+        return temp_bytes(R + 44) - temp_bytes(R)
+
+    def backbone(p, tokens, mask, loss_mask):
+        return lm_hidden(cfg, p, tokens, mask) ** 2
+
+    def scored(p, *batch):
+        return scored_token_stats(cfg, p, *batch, chunk_len=4)["logp"]
+
+    def plain(p, *batch):
+        return plain_stats(cfg, p, *batch, 1.0)["logp"]
+
+    added_logits = 3 * 44 * cfg.vocab_size * 4
+    base = growth(backbone)
+    assert growth(scored) - base < added_logits / 4
+    assert growth(plain) - base > added_logits
