@@ -8,7 +8,14 @@ import jax.numpy as jnp
 
 from rlft.models.bilinear import BilinearRewardModel, bilinear_reward
 from rlft.models.config import PRESETS, ModelConfig, model_config
-from rlft.models.transformer import KVCache, LanguageModel, ScalarModel, init_kv_cache
+from rlft.models.transformer import (
+    Backbone,
+    KVCache,
+    LanguageModel,
+    ScalarModel,
+    init_kv_cache,
+    lm_head,
+)
 
 __all__ = [
     "MODEL_KINDS",
@@ -23,6 +30,8 @@ __all__ = [
     "init_kv_cache",
     "init_params",
     "last_index",
+    "lm_head_logits",
+    "lm_hidden",
     "lm_logits",
     "model_config",
     "positions_from_mask",
@@ -67,6 +76,27 @@ def lm_logits(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Arr
         {"params": params}, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
     )
     return logits_BxTxV
+
+
+def lm_hidden(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+    """The language model without its head: final-LayerNorm hidden states h_BxTxD (cfg.dtype).
+
+    `lm_head_logits(cfg, params, h_BxTxD)` of these equals `lm_logits`; splitting the two lets
+    a caller run the [D, V] head only at the positions it scores (rlft.objectives.logprobs).
+    """
+    h_BxTxD, _ = Backbone(cfg).apply(
+        {"params": params["backbone"]},
+        tokens_BxT,
+        positions_from_mask(mask_BxT),
+        causal_mask(mask_BxT),
+    )
+    return h_BxTxD
+
+
+def lm_head_logits(cfg: ModelConfig, params, h_NxD: jax.Array) -> jax.Array:
+    """The language model's head alone: float32 logits [..., V] of hidden states [..., D]
+    (any leading shape), with `params` the whole language model's tree."""
+    return lm_head(cfg).apply({"params": params["embed_out"]}, h_NxD)
 
 
 def scalar_values(

@@ -181,6 +181,19 @@ class Backbone(nn.Module):
         return _layer_norm(cfg, "final_ln")(x_BxTxD), new_cache
 
 
+def lm_head(cfg: ModelConfig, name: str | None = None) -> nn.DenseGeneral:
+    """The untied output embedding D -> V, float32 logits: `LanguageModel`'s head, and the
+    module that `rlft.models.lm_head_logits` applies alone to hidden states."""
+    return nn.DenseGeneral(
+        cfg.vocab_size,
+        use_bias=False,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        name=name,
+        kernel_init=_kernel("embed", "vocab"),
+    )
+
+
 class LanguageModel(nn.Module):
     """Backbone plus an untied output embedding; logits are float32."""
 
@@ -191,14 +204,7 @@ class LanguageModel(nn.Module):
         h_BxTxD, new_cache = Backbone(self.cfg, name="backbone")(
             tokens_BxT, positions_BxT, mask_BxTxS, cache, cache_index
         )
-        logits_BxTxV = nn.DenseGeneral(
-            self.cfg.vocab_size,
-            use_bias=False,
-            dtype=jnp.float32,
-            param_dtype=jnp.float32,
-            name="embed_out",
-            kernel_init=_kernel("embed", "vocab"),
-        )(h_BxTxD)
+        logits_BxTxV = lm_head(self.cfg, name="embed_out")(h_BxTxD)
         return logits_BxTxV, new_cache
 
 

@@ -2,12 +2,29 @@
 
 Log-probs are float32 log softmax(logits / temperature), aligned to tokens: logp_BxT[t] is
 log p(tokens[t] | tokens[<t]), so position 0 (no prediction) is 0.
+
+Two paths compute them. `token_logprobs` reads full logits [B, T, V] (the sampler, tests, and
+anything that already holds logits). `scored_token_stats` is what the train steps and the
+reference pass use: it runs the backbone once, then the [D, V] head and its log-softmax in
+time chunks of at most CHUNK_LEN positions under `jax.checkpoint`, so at most one chunk's
+float32 logits [B, CHUNK_LEN, V] (and, in the backward, their cotangent) is live, and it skips
+(`lax.cond`) every chunk in which no row has a scored token (loss_mask). In rlft's layout
+(rlft.data.arrays: left-padded prompt, then right-padded response) that skips the prompt
+columns and any response columns past the longest response in the batch, for every objective,
+without the step knowing the prompt length. Both paths apply the same ops to the same rows, so
+they agree to float rounding (tests/test_scored_logprobs.py). Chunking the head with its loss
+is the memory trick of chunked/fused linear cross-entropy (Liger-Kernel; Wijmans et al. 2024,
+"Cut Your Losses in Large-Vocabulary Language Models"), done here with plain XLA ops.
 """
 
 import jax
 import jax.numpy as jnp
 
-from rlft.models import ModelConfig, lm_logits
+from rlft.models import ModelConfig, lm_head_logits, lm_hidden
+
+# Positions per LM-head chunk. At Pythia's vocabulary (50,304) and 16 rows that is
+# 16 x 32 x 50,304 x 4 bytes = 103 MB of float32 logits per chunk, not 377 MB for T = 117.
+CHUNK_LEN = 32
 
 
 def logprobs_from_logits(
@@ -46,7 +63,91 @@ def sequence_logprobs(
     temperature: float = 1.0,
 ) -> jax.Array:
     """log pi(y | x) [B]: the language model's token log-probs summed over loss_mask (the
-    response tokens), one full forward."""
-    logits_BxTxV = lm_logits(cfg, params, tokens_BxT, mask_BxT)
-    logp_BxT = token_logprobs(logits_BxTxV, tokens_BxT, temperature)
-    return jnp.sum(jnp.where(loss_mask_BxT.astype(bool), logp_BxT, 0.0), axis=-1)
+    response tokens); the head runs only on chunks holding scored tokens."""
+    stats = scored_token_stats(cfg, params, tokens_BxT, mask_BxT, loss_mask_BxT, temperature)
+    return jnp.sum(stats["logp"], axis=-1)
+
+
+def chunking(positions: int, chunk_len: int = CHUNK_LEN) -> tuple[int, int]:
+    """(chunks, length) covering `positions` time steps in equal chunks of at most chunk_len,
+    so padding is under one position per chunk. Raises ValueError unless both are >= 1."""
+    if positions < 1 or chunk_len < 1:
+        raise ValueError(f"positions={positions} and chunk_len={chunk_len} must be >= 1")
+    chunks = -(-positions // chunk_len)
+    return chunks, -(-positions // chunks)
+
+
+def head_positions(loss_mask_BxT, chunk_len: int = CHUNK_LEN) -> int:
+    """Positions per row at which `scored_token_stats` runs the LM head for this loss mask
+    (chunks holding a scored token, times their length): the head's share of a step's FLOPs."""
+    on_BxN = jnp.asarray(loss_mask_BxT, bool)[:, 1:]
+    chunks, length = chunking(on_BxN.shape[1], chunk_len)
+    on_BxCxS = jnp.pad(on_BxN, ((0, 0), (0, chunks * length - on_BxN.shape[1])))
+    on_C = jnp.any(on_BxCxS.reshape(on_BxN.shape[0], chunks, length), axis=(0, 2))
+    return int(jnp.sum(on_C)) * length
+
+
+def scored_token_stats(
+    cfg: ModelConfig,
+    params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    loss_mask_BxT: jax.Array,
+    temperature: float = 1.0,
+    *,
+    entropy: bool = False,
+    hits: bool = False,
+    chunk_len: int = CHUNK_LEN,
+) -> dict[str, jax.Array]:
+    """Per-token statistics of the language model at the scored tokens, each [B, T] and
+    aligned to tokens like `token_logprobs`, and 0 (False) wherever loss_mask is not set:
+
+      logp     log softmax(logits / temperature)[tokens[t]] at t - 1, float32
+      entropy  (if asked) entropy of that distribution, float32 (`entropy_from_logits`)
+      hits     (if asked) argmax of the logits at t - 1 == tokens[t], bool
+
+    Equal to the full-logits path (`lm_logits`, `token_logprobs`, `shifted_entropy`) to
+    float rounding, values and gradients; see the module docstring for the chunking.
+    Raises ValueError for T < 2 or chunk_len < 1.
+    """
+    h_BxTxD = lm_hidden(cfg, params, tokens_BxT, mask_BxT)
+    b, t = tokens_BxT.shape
+    chunks, length = chunking(t - 1, chunk_len)
+
+    def split(x_BxN):  # [B, N, ...] -> [C, B, S, ...], time padded to C * S
+        pad = [(0, 0), (0, chunks * length - x_BxN.shape[1])] + [(0, 0)] * (x_BxN.ndim - 2)
+        x_BxCxS = jnp.pad(x_BxN, pad).reshape(b, chunks, length, *x_BxN.shape[2:])
+        return jnp.moveaxis(x_BxCxS, 1, 0)
+
+    # Position t - 1 predicts token t: hidden states 0..T-2 against tokens 1..T-1.
+    xs = (
+        split(h_BxTxD[:, :-1]),
+        split(tokens_BxT[:, 1:]),
+        split(loss_mask_BxT[:, 1:].astype(bool)),
+    )
+
+    def compute(h_BxSxD, targets_BxS):
+        logits_BxSxV = lm_head_logits(cfg, params, h_BxSxD)
+        out = {"logp": logprobs_from_logits(logits_BxSxV, targets_BxS, temperature)}
+        if entropy:
+            out["entropy"] = entropy_from_logits(logits_BxSxV, temperature)
+        if hits:
+            out["hits"] = jnp.argmax(logits_BxSxV, axis=-1) == targets_BxS
+        return out
+
+    @jax.checkpoint  # the backward recomputes one chunk's logits instead of storing them all
+    def chunk(x):
+        h_BxSxD, targets_BxS, on_BxS = x
+        zeros = jax.tree.map(
+            lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(compute, h_BxSxD, targets_BxS)
+        )
+        return jax.lax.cond(jnp.any(on_BxS), compute, lambda *_: zeros, h_BxSxD, targets_BxS)
+
+    out_CxBxS = jax.lax.map(chunk, xs)
+    on_BxT = loss_mask_BxT.astype(bool)
+
+    def join(x_CxBxS):  # [C, B, S] -> [B, T] aligned to tokens, 0 off the loss mask
+        x_BxN = jnp.moveaxis(x_CxBxS, 0, 1).reshape(b, chunks * length)[:, : t - 1]
+        return jnp.where(on_BxT, jnp.pad(x_BxN, ((0, 0), (1, 0))), jnp.zeros((), x_BxN.dtype))
+
+    return {k: join(v) for k, v in out_CxBxS.items()}

@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from rlft.errors import check_ranges
-from rlft.models import ModelConfig, lm_logits, scalar_values
+from rlft.models import ModelConfig, scalar_values
 from rlft.objectives.base import LossOut, Models
-from rlft.objectives.logprobs import shifted_entropy, token_logprobs
+from rlft.objectives.logprobs import scored_token_stats
 
 # A rollout batch (rlft.rollout.ppo), all [B, T] and aligned to tokens.
 BATCH_KEYS = (
@@ -111,17 +111,29 @@ def ppo_token_terms(
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: PpoHparams) -> LossOut:
-    """PPO on a rollout batch: policy and critic forwards, per-token terms summed over tokens."""
+    """PPO on a rollout batch: policy and critic forwards, per-token terms summed over tokens.
+
+    The policy's log-probs and entropy come from `scored_token_stats` (the head only where
+    tokens are scored); off loss_mask every term is zeroed anyway.
+    """
     tokens_BxT, mask_BxT = batch["tokens"], batch["mask"]
-    logits_BxTxV = lm_logits(models.policy, params["policy"], tokens_BxT, mask_BxT)
+    policy = scored_token_stats(
+        models.policy,
+        params["policy"],
+        tokens_BxT,
+        mask_BxT,
+        batch["loss_mask"],
+        hp.temperature,
+        entropy=True,
+    )
     terms = ppo_token_terms(
-        token_logprobs(logits_BxTxV, tokens_BxT, hp.temperature),
+        policy["logp"],
         batch["old_logp"],
         batch["advantages"],
         token_values(models.critic, params["critic"], tokens_BxT, mask_BxT),
         batch["old_values"],
         batch["returns"],
-        shifted_entropy(logits_BxTxV, hp.temperature),
+        policy["entropy"],
         batch["loss_mask"],
         clip_eps=hp.clip_eps,
         vf_clip=hp.vf_clip,

@@ -7,9 +7,8 @@ import jax
 import jax.numpy as jnp
 
 from rlft.errors import check_ranges
-from rlft.models import lm_logits
 from rlft.objectives.base import LossOut, Models
-from rlft.objectives.logprobs import token_logprobs
+from rlft.objectives.logprobs import scored_token_stats, token_logprobs
 
 BATCH_KEYS = ("tokens", "mask", "loss_mask")  # [B, T]: demonstrations, response in loss_mask
 
@@ -37,10 +36,21 @@ def nll_and_accuracy(
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: SftHparams) -> LossOut:
-    """loss_sum = sum of nll over loss_mask (the response tokens), denom = their count."""
-    logits_BxTxV = lm_logits(models.policy, params["policy"], batch["tokens"], batch["mask"])
-    nll_BxT, hit_BxT = nll_and_accuracy(logits_BxTxV, batch["tokens"], hp.temperature)
-    loss_mask_BxT = batch["loss_mask"].astype(bool)
-    loss_sum = jnp.sum(jnp.where(loss_mask_BxT, nll_BxT, 0.0))
-    accuracy = jnp.sum(hit_BxT & loss_mask_BxT).astype(jnp.float32)
-    return LossOut(loss_sum, jnp.sum(loss_mask_BxT).astype(jnp.float32), {"accuracy": accuracy})
+    """loss_sum = sum of nll over loss_mask (the response tokens), denom = their count.
+
+    The head runs only where tokens are scored (`scored_token_stats`); the same numbers as
+    `nll_and_accuracy` on full logits.
+    """
+    stats = scored_token_stats(
+        models.policy,
+        params["policy"],
+        batch["tokens"],
+        batch["mask"],
+        batch["loss_mask"],
+        hp.temperature,
+        hits=True,
+    )
+    loss_sum = -jnp.sum(stats["logp"])
+    accuracy = jnp.sum(stats["hits"]).astype(jnp.float32)
+    denom = jnp.sum(batch["loss_mask"].astype(bool)).astype(jnp.float32)
+    return LossOut(loss_sum, denom, {"accuracy": accuracy})
