@@ -291,3 +291,29 @@ def test_scored_gradient_memory_does_not_grow_with_logits():
     base = growth(backbone)
     assert growth(scored) - base < added_logits / 4
     assert growth(plain) - base > added_logits
+
+
+def test_ppo_rollout_old_logp_equals_the_samplers():
+    """The PPO rollout scores its samples through the scored-chunk path; its old_logp (and the
+    reference's, with the same params) must equal the sampler's own log-probs, an independent
+    computation from the KV-cache decode."""
+    import flax.linen as nn
+
+    from rlft.models import init_params, model_config
+    from rlft.rollout.ppo import RolloutConfig, make_rollout_fn
+    from rlft.rollout.sampler import generate
+
+    cfg = model_config("tiny")
+    lm = nn.unbox(init_params("lm", cfg, jax.random.PRNGKey(0)))
+    critic = nn.unbox(init_params("scalar", cfg, jax.random.PRNGKey(1)))
+    prompts_BxP = jax.random.randint(jax.random.PRNGKey(2), (4, 6), 3, cfg.vocab_size)
+    mask_BxP = jnp.ones((4, 6), bool).at[1, :2].set(False)
+    rollout = RolloutConfig(response_len=40)  # two chunks of response, one of prompt
+    fn = make_rollout_fn(cfg, cfg, rollout, 0.7, eos_id=1, pad_id=0)
+    rng = jax.random.PRNGKey(3)
+    batch, stats = fn({"policy": lm, "critic": critic}, lm, critic, prompts_BxP, mask_BxP, rng)
+    samples = generate(cfg, lm, prompts_BxP, mask_BxP, rng, max_new_tokens=40, temperature=0.7,
+                       eos_id=1, pad_id=0)  # fmt: skip
+    np.testing.assert_array_equal(batch["tokens"], samples.tokens)
+    np.testing.assert_allclose(batch["old_logp"], samples.logp, atol=2e-5)
+    assert float(stats["rollout/kl"]) == pytest.approx(0.0, abs=1e-6)  # reference = policy

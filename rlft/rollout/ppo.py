@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from rlft.errors import ConfigError, check_ranges
-from rlft.models import ModelConfig, lm_logits
-from rlft.objectives.logprobs import token_logprobs
+from rlft.models import ModelConfig
+from rlft.objectives.logprobs import scored_token_stats
 from rlft.objectives.ppo import token_values
 from rlft.objectives.reward import sequence_reward
 from rlft.rollout.advantages import KL_ESTIMATORS, gae, kl_penalty, masked_whiten, ppo_rewards
@@ -101,13 +101,11 @@ def make_rollout_fn(
         )
         tokens_BxT, mask_BxT, loss_mask_BxT = samples.tokens, samples.mask, samples.loss_mask
 
-        def logp(p):
-            return (
-                token_logprobs(
-                    lm_logits(policy_cfg, p, tokens_BxT, mask_BxT), tokens_BxT, temperature
-                )
-                * loss_mask_BxT
+        def logp(p):  # the LM head only on chunks holding response tokens (0 elsewhere)
+            stats = scored_token_stats(
+                policy_cfg, p, tokens_BxT, mask_BxT, loss_mask_BxT, temperature
             )
+            return stats["logp"]
 
         logp_BxT, ref_logp_BxT = logp(params["policy"]), logp(ref_params)
         values_BxT = (
