@@ -32,8 +32,9 @@ tpu/memory.py's estimate for the same step (16 B per trained parameter: fp32 par
 AdamW mu, nu; plus its activation formula). PPO also keeps its frozen reference + reward
 model (fp32, `frozen`) on the device for the rollout, outside the step; `total` adds them.
 
-Runtime: each cell is one compile of the whole step (24 unrolled layers); on a 2-core CPU
-shared with other jobs one took 4 to 11 min, so split long runs with --models / --objectives
+Runtime: each cell is one compile of the whole step (24 unrolled layers); the eight default
+cells, run at once on a 2-core CPU shared with other jobs, took 10 (DPO) to 24 (PPO, fsdp 8)
+min each, so split long runs with --models / --objectives
 / --meshes (and --json per run), then merge them: --from-json A.json B.json --json=ALL.json.
 """
 
