@@ -2,7 +2,7 @@
 memory-bandwidth bound, on one accelerator chip (GPU or TPU), written as JSON.
 
     python benchmarks/accelerator.py                       # Pythia-410m and 1.4b, bf16, remat
-    python benchmarks/accelerator.py --smoke --out=/tmp/a.json   # tiny model, CPU, ~25 s
+    python benchmarks/accelerator.py --smoke --out=smoke.json     # tiny model, CPU, ~25 s
 
 Prepared to run once on a lent chip in under 8 minutes (`--budget-s`: a cell that would start
 later is recorded as skipped; the JSON is rewritten after every cell, so a killed run keeps
