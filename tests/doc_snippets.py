@@ -9,7 +9,7 @@ a fence (invisible once rendered) say how CI runs it, each with its reason:
     <!-- snippet: replace `OLD` -> `NEW` REASON -->  run with OLD replaced by NEW
 
 A document's blocks run in order in one sandbox directory (the repository's configs/, tpu/ and
-colab/ linked in, so relative paths resolve as from the repository root): shell blocks with
+colab/ and benchmarks/ linked in, so relative paths resolve as from the repository root): shell blocks with
 `bash -euo pipefail`, Python blocks in one shared namespace, so a later block may use what an
 earlier one defined, as a reader following the page would.
 """
@@ -26,7 +26,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_LANGS = {"bash": "shell", "sh": "shell", "shell": "shell", "python": "python"}
 MARKER = re.compile(r"<!--\s*snippet:\s*(.*?)\s*-->")
 REPLACE = re.compile(r"replace\s+`([^`]*)`\s*->\s*`([^`]*)`\s*(.*)", re.S)
-LINKED = ("configs", "tpu", "colab")  # what the docs' relative paths expect beside them
+LINKED = (
+    "configs",
+    "tpu",
+    "colab",
+    "benchmarks",
+)  # what the docs' relative paths expect beside them
 CLOUD_TOOLS = ("gcloud", "gsutil", "gcsfuse")  # stubs that fail: a snippet never reaches a cloud
 
 
