@@ -8,8 +8,8 @@ a fence (invisible once rendered) say how CI runs it, each with its reason:
     <!-- snippet: slow -->                        run only in the `slow` tier
     <!-- snippet: replace `OLD` -> `NEW` REASON -->  run with OLD replaced by NEW
 
-A document's blocks run in order in one sandbox directory (the repository's configs/, tpu/ and
-colab/ and benchmarks/ linked in, so relative paths resolve as from the repository root): shell blocks with
+A document's blocks run in order in one sandbox directory (the repository's LINKED folders
+linked in, so relative paths resolve as from the repository root): shell blocks with
 `bash -euo pipefail`, Python blocks in one shared namespace, so a later block may use what an
 earlier one defined, as a reader following the page would.
 """
