@@ -64,17 +64,16 @@ PARTS = {"sft": ("sft",), "reward": ("pairs", "sft"), "dpo": ("pairs",), "ppo": 
 ACCUM = {
     "1.4b": {"sft": 1, "reward": 4, "dpo": 4, "ppo": 1},
     "2.8b": {"sft": 2, "reward": 8, "dpo": 8, "ppo": 4},
-    # One v5e chip (Colab, 16 GiB; colab/tldr_pythia.ipynb), sized from `python tpu/memory.py
-    # --models=pythia-410m --micro-batch=8` (v5e-1 rows): the LM has 405,334,016 params, so one
-    # trained model (fp32 param, grad, AdamW mu, nu) is 6.0 GiB and a frozen fp32 reference
-    # 1.5 GiB; 90% of 16 GiB leaves 6.9 GiB for activations. memory.py's PPO estimate (two
-    # backbones) is 4.0 GiB at 8 sequences x 565 tokens with remat (one LM: about 3.3), 16 would
-    # be 8.0: so at most 8 sequences per micro-batch, i.e. sft 64 / 8, reward and dpo 128 pairs
-    # = 256 sequences / 32. PPO does not fit the chip at all (memory.py: policy + critic
-    # + reference + RM = 14.1 GiB before activations); the notebook leaves its arm out, and
-    # its 16 only keeps `410m:ppo` parsing. `410m:reproduce` takes the largest, 32, for every
-    # stage (its SFT then runs 2 sequences a micro-batch).
-    "410m": {"sft": 8, "reward": 32, "dpo": 32, "ppo": 16},
+    # One v5e chip (Colab, 16 GiB; colab/tldr_pythia.ipynb), sized from the compiled DPO step
+    # (`python benchmarks/memory.py --models=pythia-410m --objectives=dpo --meshes=1
+    # --seqs-per-device=N`, CPU compiler as a proxy): peak 6.64 / 9.95 / 15.03 GiB at N = 2 / 4 /
+    # 8 sequences x 565 tokens (bf16, remat; 4.53 GiB of it params + AdamW). 8 leaves no room
+    # under 90% of 16 GiB, 4 does: so at most 4 sequences per micro-batch, i.e. sft 64 / 16,
+    # reward and dpo 128 pairs = 256 sequences / 64. PPO does not fit the chip at all
+    # (tpu/memory.py: policy + critic + reference + RM = 14.1 GiB before activations); the
+    # notebook leaves its arm out, and its 16 only keeps `410m:ppo` parsing. `410m:reproduce`
+    # takes the largest, 64, for every stage (its SFT then runs 1 sequence a micro-batch).
+    "410m": {"sft": 16, "reward": 64, "dpo": 64, "ppo": 16},
     "smoke": {"sft": 1, "reward": 1, "dpo": 1, "ppo": 1},
 }
 ONLINE_DPO = dict(  # the sampling step of online DPO (docs/paper.md section 4), for the pipeline
