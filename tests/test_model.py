@@ -137,6 +137,14 @@ def test_kv_cache_decode_equals_full_forward(parallel_residual, rotary_pct):
     np.testing.assert_allclose(decoded_BxTxV[real], full_BxTxV[real], atol=1e-5, rtol=0)
 
 
+def test_kv_cache_layout_is_heads_before_slots():
+    """[B, H, S, K], so a decode step's attention einsums read the cache without a transpose."""
+    cfg, S = tiny_cfg(), 13
+    cache = init_kv_cache(cfg, B, S)
+    assert len(cache) == cfg.num_layers
+    assert all(x.shape == (B, cfg.num_heads, S, cfg.head_dim) for kv in cache for x in kv)
+
+
 def test_rotary_sees_only_relative_positions():
     """Shifting every position by a constant leaves the logits unchanged; doubling them does not.
 

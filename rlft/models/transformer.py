@@ -14,7 +14,10 @@ import jax.numpy as jnp
 
 from rlft.models.config import ModelConfig
 
-KVCache = list[tuple[jax.Array, jax.Array]]  # per layer: (k_BxSxHxK, v_BxSxHxK)
+# Per layer: (k_cache_BxHxSxK, v_cache_BxHxSxK). Heads before slots, so a decode step's
+# attention einsums read each buffer in place; [B, S, H, K] made XLA copy and transpose every
+# layer's K and V cache in every step (issue 9).
+KVCache = list[tuple[jax.Array, jax.Array]]
 
 _INIT_STD = 0.02
 
@@ -56,6 +59,18 @@ def apply_rotary(
     return jnp.concatenate([x_rot.astype(x_BxTxHxK.dtype), x_BxTxHxK[..., rotary_dim:]], axis=-1)
 
 
+def _attend(cfg: ModelConfig, q_BxTxHxK, k, v, mask_BxTxS, kv: str) -> jax.Array:
+    """Masked softmax attention [B, T, H, K]; `kv` is the einsum layout of k and v: "bshk"
+    for [B, S, H, K] (the chunk itself) or "bhsk" for [B, H, S, K] (the KV cache)."""
+    scale = cfg.head_dim**-0.5
+    logits_BxHxTxS = (
+        jnp.einsum(f"bthk,{kv}->bhts", q_BxTxHxK, k, preferred_element_type=jnp.float32) * scale
+    )
+    logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
+    probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.dtype)
+    return jnp.einsum(f"bhts,{kv}->bthk", probs_BxHxTxS, v.astype(cfg.dtype))
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
 
@@ -77,25 +92,26 @@ class Attention(nn.Module):
         q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = proj("query"), proj("key"), proj("value")
         q_BxTxHxK = apply_rotary(q_BxTxHxK, positions_BxT, cfg.rotary_dim, cfg.rotary_base)
         k_BxTxHxK = apply_rotary(k_BxTxHxK, positions_BxT, cfg.rotary_dim, cfg.rotary_base)
-        new_cache = None
-        if cache is not None:  # write this chunk at cache_index, attend over all S slots
-            k_cache, v_cache = cache
-            start = (0, cache_index, 0, 0)
-            k_BxTxHxK = jax.lax.dynamic_update_slice(
-                k_cache, k_BxTxHxK.astype(k_cache.dtype), start
+        if cache is None:
+            new_cache = None
+            out_BxTxHxK = _attend(cfg, q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, mask_BxTxS, "bshk")
+        else:  # write this chunk at slots cache_index.., attend over all S slots
+            k_cache_BxHxSxK, v_cache_BxHxSxK = cache
+            start = (0, 0, cache_index, 0)
+            k_cache_BxHxSxK = jax.lax.dynamic_update_slice(
+                k_cache_BxHxSxK,
+                k_BxTxHxK.transpose(0, 2, 1, 3).astype(k_cache_BxHxSxK.dtype),
+                start,
             )
-            v_BxTxHxK = jax.lax.dynamic_update_slice(
-                v_cache, v_BxTxHxK.astype(v_cache.dtype), start
+            v_cache_BxHxSxK = jax.lax.dynamic_update_slice(
+                v_cache_BxHxSxK,
+                v_BxTxHxK.transpose(0, 2, 1, 3).astype(v_cache_BxHxSxK.dtype),
+                start,
             )
-            new_cache = (k_BxTxHxK, v_BxTxHxK)
-        scale = cfg.head_dim**-0.5
-        logits_BxHxTxS = (
-            jnp.einsum("bthk,bshk->bhts", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32)
-            * scale
-        )
-        logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
-        probs_BxHxTxS = jax.nn.softmax(logits_BxHxTxS, axis=-1).astype(cfg.dtype)
-        out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs_BxHxTxS, v_BxTxHxK.astype(cfg.dtype))
+            new_cache = (k_cache_BxHxSxK, v_cache_BxHxSxK)
+            out_BxTxHxK = _attend(
+                cfg, q_BxTxHxK, k_cache_BxHxSxK, v_cache_BxHxSxK, mask_BxTxS, "bhsk"
+            )
         out_BxTxD = nn.DenseGeneral(
             cfg.d_model,
             axis=(-2, -1),
@@ -232,7 +248,8 @@ class ScalarModel(nn.Module):
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:
-    """Zeroed per-layer (k, v) buffers of shape [B, S, H, K]."""
-    shape = (batch, length, cfg.num_heads, cfg.head_dim)
+    """Zeroed per-layer (k_cache_BxHxSxK, v_cache_BxHxSxK) buffers of shape [B, H, S, K],
+    S = `length` slots."""
+    shape = (batch, cfg.num_heads, length, cfg.head_dim)
     dtype = dtype or cfg.dtype
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers)]
