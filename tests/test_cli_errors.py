@@ -220,7 +220,10 @@ def test_debug_shows_the_traceback(monkeypatch):
             ["reproduce", "--help", f"--config={os.path.join(REPO_CONFIGS, 'reproduce.py')}"],
             ["default | paper | quick | map"],
         ),
-        (["train", "--help", f"--config={TLDR}"], ["size: 1.4b | 2.8b | 410m | smoke", "reproduce"]),
+        (
+            ["train", "--help", f"--config={TLDR}"],
+            ["size: 1.4b | 2.8b | 410m | smoke", "reproduce"],
+        ),
         ([], ["commands:", "reproduce", "convert"]),
     ],
 )

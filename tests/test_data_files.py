@@ -336,6 +336,7 @@ def _losses(workdir: str) -> list[float]:
     return losses
 
 
+@pytest.mark.slow  # three CLI stages (about a minute cold); CI runs the slow tier too
 def test_stages_train_on_files_through_the_cli(files):
     """sft (JSONL) -> reward (Parquet) -> dpo (save_to_disk folder): each loss falls."""
     from rlft.cli import main
