@@ -9,6 +9,10 @@ import numbers
 from collections.abc import Mapping
 
 
+class UsageError(Exception):
+    """A bad command line (a flag, an input row): the CLI prints it as one line, exit status 2."""
+
+
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field and the fix."""
 

@@ -28,6 +28,7 @@ JAX_STACK = ("jax", "jaxlib", "flax", "optax", "orbax")  # orbax checkpointing i
 # longest prefix names a module's layer; a module under none fails the test until placed.
 LAYERS = {
     "rlft.cli": 8,  # `rlft` console script
+    "rlft.cli_policy": 8,  # its `sample` and `eval` commands
     "rlft.__main__": 8,  # `python -m rlft`: the console script
     "rlft.convert": 8,  # `rlft convert`; the params directories it writes are models/params_io
     # `rlft reproduce`: the pipeline (JAX) hands its records to the report (numpy), and both
