@@ -262,3 +262,24 @@ def test_same_rng_same_samples_and_no_recompile():
         pad_id=PAD_ID,
     )
     assert sampler._generate._cache_size() == compiled
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.7, 1.0), (1.3, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_sample_token_and_logprob_matches_log_softmax(temperature, top_p):
+    """The log-prob read off the draw's block masses = log_softmax(logits / T)[token], at a
+    Pythia-sized vocabulary (50,304 = 192 blocks of 262) with wide logits and -inf entries;
+    the token is sample_token's (same rng)."""
+    n, v = 16, 50_304
+    logits_NxV = 6.0 * jax.random.normal(jax.random.key(5), (n, v))
+    logits_NxV = logits_NxV.at[:, :1000].set(-jnp.inf).at[0, 7].set(40.0)
+    rng, greedy = jax.random.key(6), temperature == 0.0
+    token_N, logp_N = sampler.sample_token_and_logprob(logits_NxV, rng, temperature, top_p, greedy)
+    np.testing.assert_array_equal(
+        token_N, sample_token(logits_NxV, rng, temperature, top_p, greedy)
+    )
+    t = 1.0 if greedy else temperature
+    x_NxV = np.asarray(logits_NxV, np.float64) / t  # plain numpy, float64
+    max_Nx1 = x_NxV.max(axis=-1, keepdims=True)
+    want_NxV = x_NxV - max_Nx1 - np.log(np.exp(x_NxV - max_Nx1).sum(axis=-1, keepdims=True))
+    want_N = want_NxV[np.arange(n), np.asarray(token_N)]
+    np.testing.assert_allclose(logp_N, want_N, atol=2e-5, rtol=0)

@@ -9,8 +9,9 @@ scores identically under the trainer's full forward on (tokens, mask).
 
 Tokens are drawn exactly by a two-level inverse CDF on two uniforms per row
 (`categorical_from_uniform`), not a Gumbel draw per vocabulary entry; `test_sampler_exact`
-fits the frequencies by chi-square. Log-probs come from `logprobs_from_logits`, the trainer's
-helper, under softmax(logits / T). With top_p < 1 the token is drawn from the nucleus but
+fits the frequencies by chi-square. Log-probs are under softmax(logits / T), read off the
+draw's own block masses (one pass over the vocabulary for both), equal to the trainer's
+`logprobs_from_logits` to float rounding. With top_p < 1 the token is drawn from the nucleus but
 `logp` is still the log-prob under the temperature-scaled *full* softmax, which is what
 PPO/DPO recompute with `token_logprobs`.
 Greedy decoding (greedy=True or temperature=0) reports log-probs at temperature 1.
@@ -89,6 +90,14 @@ def block_size(vocab_size: int) -> int:
 def categorical_from_uniform(
     logits_NxV: jax.Array, u_Nx2: jax.Array, block: int | None = None
 ) -> jax.Array:
+    """One token per row from softmax(logits), by a two-level inverse CDF on two uniforms;
+    see `categorical_and_log_normalizer`, which also returns log sum exp(logits)."""
+    return categorical_and_log_normalizer(logits_NxV, u_Nx2, block)[0]
+
+
+def categorical_and_log_normalizer(
+    logits_NxV: jax.Array, u_Nx2: jax.Array, block: int | None = None
+) -> tuple[jax.Array, jax.Array]:
     """One token per row from softmax(logits), by a two-level inverse CDF on two uniforms.
 
     The vocabulary is cut into G = ceil(V / B) blocks of B tokens (the last may be short).
@@ -108,8 +117,10 @@ def categorical_from_uniform(
     prefix entry exceeds the one before it, and adding 0 to a float leaves it unchanged. If the
     chosen block's mass underflows (a subnormal sum) an overshoot is clamped to its last finite
     token. Rows need a finite logit. Shapes: logits_NxV float, u_Nx2 float32 in [0, 1); returns
-    int32 tokens [N]. Jittable; `block` (B, default `block_size(V)`) is static and need not
-    divide V.
+    int32 tokens [N] and float32 log sum_v exp(logits[:, v]) [N], the log-softmax's normalizer,
+    read off the block masses the draw already summed (so log-probs of the drawn tokens need
+    no second pass over [N, V]). Jittable; `block` (B, default `block_size(V)`) is static and
+    need not divide V.
     """
     n, v = logits_NxV.shape
     b = block or block_size(v)
@@ -130,7 +141,8 @@ def categorical_from_uniform(
     upto_NxB = jnp.cumsum(jnp.exp(logits_NxB - max_Nx1), axis=-1)
     within_N = jnp.sum(upto_NxB <= u_Nx2[:, 1:] * upto_NxB[:, -1:], axis=-1)
     last_finite_N = jnp.max(jnp.where(logits_NxB > -jnp.inf, jnp.arange(b), 0), axis=-1)
-    return (block_N * b + jnp.minimum(within_N, last_finite_N)).astype(jnp.int32)
+    token_N = (block_N * b + jnp.minimum(within_N, last_finite_N)).astype(jnp.int32)
+    return token_N, max_Nx1[:, 0] + jnp.log(upto_NxG[:, -1])
 
 
 def sample_token(
@@ -147,13 +159,33 @@ def sample_token(
     as `jax.random.categorical` does: at [32, 50,304] that costs several LM-head matmuls.
     Returns int32 [N]; the nucleus argsort runs only when top_p < 1.
     """
+    return sample_token_and_logprob(logits_NxV, rng, temperature, top_p, greedy, block)[0]
+
+
+def sample_token_and_logprob(
+    logits_NxV: jax.Array,
+    rng: jax.Array,
+    temperature: float,
+    top_p: float,
+    greedy: bool,
+    block: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """`sample_token`'s token [N] int32 and its float32 log-prob [N] under the full
+    softmax(logits / temperature) (temperature 1 when greedy), as `logprobs_from_logits`
+    computes it (to float rounding: tests/test_sampler.py). Without top-p the log-prob comes
+    from the draw's own block masses, saving a second log-softmax pass over [N, V].
+    """
     if greedy:
-        return jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32)
+        token_N = jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32)
+        return token_N, logprobs_from_logits(logits_NxV, token_N, 1.0)
     scaled_NxV = logits_NxV.astype(jnp.float32) / temperature
-    if top_p < 1.0:
-        scaled_NxV = top_p_filter(scaled_NxV, top_p)
     u_Nx2 = jax.random.uniform(rng, (logits_NxV.shape[0], 2), jnp.float32)
-    return categorical_from_uniform(scaled_NxV, u_Nx2, block)
+    if top_p < 1.0:  # drawn from the nucleus, scored under the full softmax
+        token_N = categorical_from_uniform(top_p_filter(scaled_NxV, top_p), u_Nx2, block)
+        return token_N, logprobs_from_logits(logits_NxV, token_N, temperature)
+    token_N, log_z_N = categorical_and_log_normalizer(scaled_NxV, u_Nx2, block)
+    picked_N = jnp.take_along_axis(scaled_NxV, token_N[:, None], axis=-1)[:, 0]
+    return token_N, picked_N - log_z_N
 
 
 def _last_logits(
@@ -259,7 +291,6 @@ def _generate(
     if not 0.0 < top_p <= 1.0 or temperature < 0.0:
         raise ValueError(f"need 0 < top_p <= 1 and temperature >= 0; got {top_p}, {temperature}.")
     greedy = greedy or temperature == 0.0
-    logp_temperature = 1.0 if greedy else temperature
     b, p = prompt_tokens_BxP.shape
     L, K, n = max_new_tokens, num_samples, b * num_samples
     mask_BxP = prompt_mask_BxP.astype(bool)
@@ -269,8 +300,8 @@ def _generate(
 
     def pick(i, logits_NxV, done_N):
         """Sample response token i; rows already done get pad_id and log-prob 0."""
-        tok_N = sample_token(logits_NxV, jax.random.fold_in(rng, i), temperature, top_p, greedy)
-        logp_N = logprobs_from_logits(logits_NxV, tok_N, logp_temperature)
+        rng_i = jax.random.fold_in(rng, i)
+        tok_N, logp_N = sample_token_and_logprob(logits_NxV, rng_i, temperature, top_p, greedy)
         tok_N = jnp.where(done_N, pad_id, tok_N)
         logp_N = jnp.where(done_N, 0.0, logp_N)
         if eos_id is not None:
