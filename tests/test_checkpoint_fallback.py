@@ -1,16 +1,19 @@
 """A corrupt latest checkpoint costs only itself: the run warns, keeps it aside and resumes from
 the newest step that restores, ending where an uninterrupted run ends; if none restores, one
-line names the kept files."""
+line names the kept files. Sampling and evaluating (the read-only policy of the same loop) skip
+it and leave the workdir as it was."""
 
 import os
 import pathlib
+import shutil
 
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from rlft.config import load_config
 from rlft.errors import CheckpointError
-from rlft.train import loop
+from rlft.train import checkpoint, loop
 from rlft.train.checkpoint import SET_ASIDE
 from rlft.train.metrics import read_metrics
 from tests.helpers import REPO_CONFIGS
@@ -70,3 +73,48 @@ def test_no_checkpoint_restores_one_line_names_them(tmp_path):
         "2" + SET_ASIDE,
         "4" + SET_ASIDE,
     ]
+
+
+def _two_steps(workdir: str):
+    """A manager with steps 1 and 2 (params {"w": [step] * 3}); step 2's params are gone."""
+    manager = checkpoint.make_manager(workdir)
+    for step in (1, 2):
+        params = ocp.args.StandardSave({"w": np.full(3, step)})
+        manager.save(step, args=ocp.args.Composite(params=params))
+    manager.wait_until_finished()
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "2", "params"))
+    return manager
+
+
+def _restore_w(manager):
+    def restore_step(step: int):
+        args = ocp.args.Composite(params=ocp.args.StandardRestore())
+        return manager.restore(step, args=args)["params"]["w"]
+
+    return restore_step
+
+
+@pytest.mark.parametrize(
+    ("set_aside", "left", "note"),
+    [(True, ["1", "2" + SET_ASIDE], "kept as"), (False, ["1", "2"], "left in place at")],
+)
+def test_newest_good_sets_aside_or_leaves_the_unreadable_step(
+    tmp_path, capsys, set_aside, left, note
+):
+    """One fallback loop, two policies: a resuming run moves the unreadable newest step aside;
+    sampling and evaluating leave it where it was. Both restore the step before."""
+    manager = _two_steps(str(tmp_path))
+    got = checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=set_aside)
+    np.testing.assert_array_equal(got, [1, 1, 1])
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == left
+    err = capsys.readouterr().err
+    assert "checkpoint step 2 does not restore" in err and note in err, err
+
+
+def test_newest_good_read_only_none_restores_names_them_and_moves_nothing(tmp_path):
+    manager = _two_steps(str(tmp_path))
+    shutil.rmtree(tmp_path / "checkpoints" / "1" / "params")
+    match = r"no checkpoint of .* restores \(unreadable, left in place: .*2, .*1\)"
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=False)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]

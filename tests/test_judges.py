@@ -172,6 +172,7 @@ def test_judgments_file(tmp_path):
         ({"id": "x", "winner": "tie", "p_policy": 0.5}, r"bad\.jsonl:2: expected exactly one"),
         ({"id": "x", "p_policy": 1.5}, r"bad\.jsonl:2: 'p_policy' must be a number in \[0, 1\]"),
         ({"id": 3, "winner": "tie"}, r"bad\.jsonl:2: expected an object with a string 'id'"),
+        (["x", "policy"], r"bad\.jsonl:2: expected a JSON object, got list, e\.g\. \{.id.: "),
         ({"id": "ok", "winner": "tie"}, r"bad\.jsonl:2: duplicate id 'ok' \(first on line 1\)"),
     ],
 )

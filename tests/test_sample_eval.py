@@ -248,7 +248,9 @@ def test_sample_skips_a_checkpoint_that_does_not_restore(sft, tmp_path, capsys):
     argv = ["sample", f"--workdir={wd}", f"--prompts={src}", f"--out={tmp_path / 'o.jsonl'}"]
     assert main([*argv, f"--max_new_tokens={L}"]) == 0
     captured = capsys.readouterr()
-    assert "checkpoint step 15" in captured.out and "/30 does not restore" in captured.err
+    assert "checkpoint step 15" in captured.out
+    assert "checkpoint step 30 does not restore" in captured.err
+    assert f"left in place at {wd / 'checkpoints' / '30'}" in captured.err
     assert sorted(os.listdir(wd / "checkpoints")) == ["15", "30"]
 
 

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from rlft.data.jsonl import jsonl_rows
+
 PairwiseJudge = Callable[[Sequence[Any], Sequence[Any], Sequence[Any]], np.ndarray]
 ScoreFn = Callable[[Sequence[Any], Sequence[Any]], Any]  # (prompts, responses) -> scores [N]
 WINNERS = {"policy": 1.0, "tie": 0.5, "reference": 0.0}
@@ -161,8 +163,8 @@ def win_rate(
 # Judgments file -----------------------------------------------------------------------------
 
 
-def _judgment(obj: Any, where: str) -> tuple[str, float]:
-    if not isinstance(obj, dict) or not isinstance(obj.get("id"), str):
+def _judgment(obj: dict, where: str) -> tuple[str, float]:
+    if not isinstance(obj.get("id"), str):
         raise ValueError(f"{where}: expected an object with a string 'id'")
     has_winner, has_p = "winner" in obj, "p_policy" in obj
     if has_winner == has_p:
@@ -183,22 +185,12 @@ def read_judgments(path: str) -> dict[str, float]:
     """{id: P(policy better)} from a judgments JSONL; malformed lines raise naming file:line."""
     out: dict[str, float] = {}
     first_line: dict[str, int] = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{where}: not valid JSON ({e.msg}); expected one judgment "
-                    f'object a line, e.g. {{"id": "t3_x", "winner": "policy"}}'
-                ) from None
-            key, p = _judgment(obj, where)
-            if key in out:
-                raise ValueError(f"{where}: duplicate id {key!r} (first on line {first_line[key]})")
-            out[key], first_line[key] = p, line_no
+    for line_no, obj in jsonl_rows(path, example='{"id": "t3_x", "winner": "policy"}'):
+        where = f"{path}:{line_no}"
+        key, p = _judgment(obj, where)
+        if key in out:
+            raise ValueError(f"{where}: duplicate id {key!r} (first on line {first_line[key]})")
+        out[key], first_line[key] = p, line_no
     return out
 
 

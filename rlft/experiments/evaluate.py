@@ -21,7 +21,6 @@ policy's samples of sum_t [log pi(y_t | ...) - log pi_ref(y_t | ...)] in nats pe
 """
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from rlft.data.arrays import pack_sequences
+from rlft.data.jsonl import jsonl_rows
 from rlft.data.judges import JudgmentsFileJudge
 from rlft.data.synthetic import SyntheticConfig, gold_reward, make_datasets
 from rlft.experiments.sample import InputError, Policy, responses, sample_policy
@@ -175,18 +175,13 @@ def read_reference_responses(path: str, prompt_ids: Sequence[str], policy: Polic
     InputError naming the file, row and field."""
     if not os.path.isfile(path):
         raise InputError(f"--reference_responses={path}: no such file")
-    with open(path) as f:
-        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
-    if len(lines) != len(prompt_ids):
-        raise InputError(f"{path}: {len(lines)} responses for {len(prompt_ids)} prompts")
+    rows = list(jsonl_rows(path, '{"response": "TEXT"} or {"response_ids": [9, 4, 2]}', InputError))
+    if len(rows) != len(prompt_ids):
+        raise InputError(f"{path}: {len(rows)} responses for {len(prompt_ids)} prompts")
     out = []
-    for (line_no, line), pid in zip(lines, prompt_ids, strict=True):
+    for (line_no, obj), pid in zip(rows, prompt_ids, strict=True):
         where = f"{path}:{line_no}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or ("response" in obj) == ("response_ids" in obj):
+        if ("response" in obj) == ("response_ids" in obj):
             raise InputError(f"{where}: expected an object with one of 'response', 'response_ids'")
         if "id" in obj and obj["id"] != pid:
             raise InputError(f"{where}: field 'id' is {obj['id']!r}; the prompt's is {pid!r}")

@@ -17,9 +17,9 @@ Output rows (one per sample, prompt-major, K per prompt) are documented in docs/
 """
 
 import dataclasses
+import functools
 import json
 import os
-import sys
 from typing import Any
 
 import jax
@@ -28,16 +28,19 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from rlft.data.arrays import pack_prompts
+from rlft.data.jsonl import jsonl_rows
 from rlft.data.synthetic import EOS, PAD
 from rlft.errors import CheckpointError
 from rlft.models import ModelConfig
 from rlft.models.hf_files import load_tokenizer
-from rlft.models.params_io import CHECKPOINT_ITEMS, abstract_params, checkpoint_dir
+from rlft.models.params_io import CHECKPOINT_ITEMS, checkpoint_dir, load_params, read_meta
 from rlft.parallel import make_mesh
 from rlft.rollout.sampler import generate
+from rlft.train.checkpoint import newest_good
 from rlft.train.workdir import CONFIG_FILE
 
 SAMPLE_BATCH = 64  # prompts per generate call; the last batch is padded to it (one compile)
+PROMPT_EXAMPLE = '{"prompt": "TEXT"} or {"id": "p7", "prompt_ids": [5, 9, 12, 2]}'
 
 
 class InputError(ValueError):
@@ -75,9 +78,9 @@ def _manager(workdir: str) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(path, item_names=CHECKPOINT_ITEMS, options=options)
 
 
-def _restore_step(manager, step: int, role: str, mesh) -> tuple[ModelConfig, Any, dict]:
-    """(cfg, params, meta) of one role at one step; raises whatever Orbax raises."""
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+def _restore_step(workdir: str, step: int, role: str, mesh) -> tuple[int, ModelConfig, Any, dict]:
+    """(step, cfg, params, meta) of one role at one step; raises whatever Orbax raises."""
+    _, meta = read_meta(workdir, step)
     models = meta.get("models", {})
     if role not in models or models[role]["kind"] != "lm":
         raise CheckpointError(
@@ -85,14 +88,7 @@ def _restore_step(manager, step: int, role: str, mesh) -> tuple[ModelConfig, Any
             "(point --workdir at an sft, dpo or ppo workdir)"
         )
     cfg = ModelConfig(**models[role]["config"])
-    target = {role: abstract_params("lm", cfg, mesh)}
-    args = ocp.args.PyTreeRestore(
-        item=target,
-        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True,
-    )
-    params = manager.restore(step, args=ocp.args.Composite(params=args))["params"][role]
-    return cfg, params, meta
+    return step, cfg, load_params(workdir, role, "lm", cfg, mesh, step), meta
 
 
 def restore_newest_good(
@@ -100,26 +96,16 @@ def restore_newest_good(
 ) -> tuple[int, ModelConfig, Any, dict]:
     """(step, cfg, params, meta) of `role` at the newest step that restores.
 
-    Unreadable steps are reported on stderr and skipped (left in place). Raises CheckpointError
-    if the workdir has no checkpoint, none restores, or the newest holds no `role` model.
+    Unreadable steps are reported on stderr and skipped (left in place: `newest_good` without
+    set_aside). Raises CheckpointError if the workdir has no checkpoint, none restores, or the
+    newest holds no `role` model.
     """
     manager = _manager(workdir)
-    steps = sorted(manager.all_steps(), reverse=True)
-    if not steps:
+    restore_step = functools.partial(_restore_step, workdir, role=role, mesh=mesh)
+    out = newest_good(manager, workdir, restore_step, set_aside=False)
+    if out is None:
         raise CheckpointError(f"no checkpoint steps under {checkpoint_dir(workdir)}")
-    for step in steps:
-        try:
-            return (step, *_restore_step(manager, step, role, mesh))
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 (Orbax/TensorStore raise many kinds)
-            reason = " ".join(str(e).split())[:200]
-            print(
-                f"rlft: warning: {checkpoint_dir(workdir)}/{step} does not restore "
-                f"({type(e).__name__}: {reason}); trying the step before",
-                file=sys.stderr,
-            )
-    raise CheckpointError(f"no checkpoint step of {workdir} restores (tried {steps})")
+    return out
 
 
 def recorded_data(workdir: str, meta: dict) -> dict:
@@ -179,9 +165,7 @@ def _cut_text(text: str, tok, max_len: int | None, where: str) -> list[int]:
     return ids
 
 
-def _prompt_row(obj: Any, where: str, tok, vocab_size: int, max_len: int | None) -> list[int]:
-    if not isinstance(obj, dict):
-        raise InputError(f"{where}: expected a JSON object with 'prompt' or 'prompt_ids'")
+def _prompt_row(obj: dict, where: str, tok, vocab_size: int, max_len: int | None) -> list[int]:
     if ("prompt" in obj) == ("prompt_ids" in obj):
         raise InputError(f"{where}: expected exactly one of the fields 'prompt', 'prompt_ids'")
     if "id" in obj and not isinstance(obj["id"], str):
@@ -221,17 +205,9 @@ def read_prompts(
     if not os.path.isfile(path):
         raise InputError(f"--prompts={path}: no such file")
     ids, prompts = [], []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            prompts.append(_prompt_row(obj, where, tok, vocab_size, max_len))
-            ids.append(obj.get("id", str(len(ids))))
+    for line_no, obj in jsonl_rows(path, PROMPT_EXAMPLE, InputError):
+        prompts.append(_prompt_row(obj, f"{path}:{line_no}", tok, vocab_size, max_len))
+        ids.append(obj.get("id", str(len(ids))))
     if not prompts:
         raise InputError(f"{path}: no prompts (one JSON object a line)")
     if len(set(ids)) != len(ids):

@@ -117,16 +117,18 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
-def read_meta(workdir: str) -> tuple[int, dict[str, Any]]:
-    """(latest step, meta) of a finished or running stage.
+def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
+    """(step, meta) of the latest (or given) step of a finished or running stage.
 
-    Raises CheckpointError, naming the command that writes one, if there is no checkpoint.
+    Raises CheckpointError, naming the command that writes one, if there is no checkpoint;
+    a given step that does not restore raises what Orbax raises.
     """
     path = checkpoint_dir(workdir)
     manager = ocp.CheckpointManager(
         path, item_names=CHECKPOINT_ITEMS, options=ocp.CheckpointManagerOptions(create=False)
     )
-    step = manager.latest_step() if epath.Path(path).exists() else None
+    if step is None:
+        step = manager.latest_step() if epath.Path(path).exists() else None
     if step is None:
         raise CheckpointError(
             f"no checkpoint under {path}: run the stage that writes it first "
@@ -168,17 +170,21 @@ def _load_pretrained_on(path: str, cfg: ModelConfig, mesh: Mesh) -> Any:
     return jax.tree.map(lambda x, t: jax.device_put(x.astype(t.dtype), t.sharding), params, target)
 
 
-def load_params(workdir: str, role: str, kind: str, cfg: ModelConfig, mesh: Mesh) -> Any:
-    """One model's params from an earlier stage's latest checkpoint, checked against `cfg`.
+def load_params(
+    workdir: str, role: str, kind: str, cfg: ModelConfig, mesh: Mesh, step: int | None = None
+) -> Any:
+    """One model's params from an earlier stage's latest (or given) checkpoint step, checked
+    against `cfg`.
 
     `workdir` may also be a pretrained language model (an HF GPT-NeoX directory or the output
-    of `rlft convert --from-hf`); a scalar model then takes its backbone from it. Raises
-    CheckpointError if the checkpoint is missing, lacks `role`, holds another model kind, or its
-    model config differs from `cfg` (dtype and remat aside).
+    of `rlft convert --from-hf`) when no step is given; a scalar model then takes its backbone
+    from it. Raises CheckpointError if the checkpoint is missing, lacks `role`, holds another
+    model kind, or its model config differs from `cfg` (dtype and remat aside); a given step
+    that does not restore raises what Orbax raises.
     """
-    if _is_pretrained_dir(workdir):
+    if step is None and _is_pretrained_dir(workdir):
         return _load_pretrained_on(workdir, cfg, mesh)
-    step, meta = read_meta(workdir)
+    step, meta = read_meta(workdir, step)
     models = meta.get("models", {})
     if role not in models:
         raise CheckpointError(

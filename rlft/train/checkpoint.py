@@ -7,7 +7,8 @@ role, the objective and the data position.
 """
 
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import orbax.checkpoint as ocp
@@ -17,6 +18,7 @@ from rlft.errors import CheckpointError
 from rlft.models.params_io import CHECKPOINT_ITEMS, checkpoint_dir
 from rlft.train.state import TrainState
 
+T = TypeVar("T")
 SET_ASIDE = ".unreadable"  # suffix of a step directory that failed to restore (kept, not deleted)
 
 
@@ -70,35 +72,61 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState, step: in
 def restore_newest_good(manager: ocp.CheckpointManager, abstract_state: TrainState, workdir: str):
     """(state, meta) from the newest step that restores, or None if there is no checkpoint.
 
-    A step that fails to restore (corrupt or truncated files) is reported on stderr and moved
-    aside to `<step>.unreadable` (never deleted), so the run resumes from the step before and
-    can save that step again. Raises CheckpointError naming the directories if none restores,
-    or, on a multi-process run, at the first unreadable step (move it aside by hand).
+    A run resumes: an unreadable step is set aside (`newest_good`) so it can save that step
+    again. Raises CheckpointError as `newest_good` does.
+    """
+    return newest_good(
+        manager, workdir, lambda step: restore(manager, abstract_state, step), set_aside=True
+    )
+
+
+def newest_good(
+    manager: ocp.CheckpointManager,
+    workdir: str,
+    restore_step: Callable[[int], T],
+    *,
+    set_aside: bool,
+) -> T | None:
+    """`restore_step(step)` of the newest step it restores, or None if there is no checkpoint.
+
+    A step whose restore raises (corrupt or truncated files) is reported on stderr and skipped:
+    with `set_aside` (a resuming run) it is moved aside to `<step>.unreadable` (never deleted);
+    without (sampling, evaluating: they only read the workdir) it is left in place. A
+    CheckpointError from `restore_step` (a checkpoint that does not fit) is raised at once.
+    Raises CheckpointError naming the directories if none restores, or, with `set_aside` on a
+    multi-process run, at the first unreadable step (move it aside by hand).
     """
     failed = []
     for step in sorted(manager.all_steps(), reverse=True):
         try:
-            return restore(manager, abstract_state, step)
+            return restore_step(step)
+        except CheckpointError:
+            raise
         except Exception as e:  # noqa: BLE001 (Orbax/TensorStore raise many kinds)
             where = epath.Path(checkpoint_dir(workdir)) / str(step)
-            reason = " ".join(str(e).split())[:200]
-            if jax.process_count() > 1:
+            reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            if set_aside and jax.process_count() > 1:
                 raise CheckpointError(
-                    f"checkpoint {where} does not restore ({type(e).__name__}: {reason}); move "
-                    f"it aside (e.g. to {where}{SET_ASIDE}) and rerun to resume from the one before"
+                    f"checkpoint {where} does not restore ({reason}); move it aside (e.g. to "
+                    f"{where}{SET_ASIDE}) and rerun to resume from the one before"
                 ) from e
-            aside = epath.Path(f"{where}{SET_ASIDE}")
-            where.rename(aside)
-            failed.append(str(aside))
+            note = "left in place at"
+            if set_aside:
+                aside = epath.Path(f"{where}{SET_ASIDE}")
+                where.rename(aside)
+                where, note = aside, "kept as"
+            failed.append(str(where))
             print(
-                f"rlft: warning: checkpoint step {step} does not restore ({type(e).__name__}: "
-                f"{reason}); kept as {aside}; trying the one before",
+                f"rlft: warning: checkpoint step {step} does not restore ({reason}); "
+                f"{note} {where}; trying the one before",
                 file=sys.stderr,
             )
-    if failed:
+    if not failed:
+        return None
+    if set_aside:
         manager.reload()
-        raise CheckpointError(
-            f"no checkpoint of {workdir} restores (unreadable, kept: {', '.join(failed)}); "
-            "restore them from a copy, or start afresh in a new --workdir"
-        )
-    return None
+    fix = "restore them from a copy" + (", or start afresh in a new --workdir" if set_aside else "")
+    state = "kept" if set_aside else "left in place"
+    raise CheckpointError(
+        f"no checkpoint of {workdir} restores (unreadable, {state}: {', '.join(failed)}); {fix}"
+    )

@@ -6,15 +6,15 @@ reading (`builder.as_data_source(split)`) need no TensorFlow. Examples keep the 
 (shuffling is the training loop's job). Text features come back as UTF-8 bytes.
 """
 
-import json
 import logging
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+
+from rlft.data.jsonl import jsonl_rows
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/summarize-from-feedback"
 SFT_DIR = "tldr_3_filtered"
@@ -42,29 +42,6 @@ log = logging.getLogger(__name__)
 
 def _where(path: epath.Path, line_no: int) -> str:
     return f"{path}:{line_no}"
-
-
-def read_jsonl(
-    path: epath.Path, only: set[int] | None = None
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of each non-blank line (of lines `only`, if given); a malformed
-    line raises naming file:line."""
-    with path.open("r") as f:
-        for line_no, line in enumerate(f, 1):
-            if (only is not None and line_no not in only) or not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{_where(path, line_no)}: not valid JSON ({e.msg} at column {e.colno}); "
-                    f"expected one JSON object a line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise ValueError(
-                    f"{_where(path, line_no)}: expected a JSON object, got {type(obj).__name__}"
-                )
-            yield line_no, obj
 
 
 def _text_fields(obj: dict, fields, where: str, what: str) -> dict[str, str]:
@@ -120,7 +97,7 @@ class TldrSft(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, path: epath.Path):
         line_no = 0
-        for line_no, row in read_jsonl(path):
+        for line_no, row in jsonl_rows(path):
             yield line_no, _text_fields(row, (*POST_FIELDS, "summary"), _where(path, line_no), "")
         if not line_no:
             raise ValueError(f"{path} has no rows; expected one JSON post a line")
@@ -214,7 +191,7 @@ class TldrComparisons(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, files: list[epath.Path], lines: dict[int, set[int]]):
         for file_no, path in enumerate(files):
-            for line_no, row in read_jsonl(path, only=lines.get(file_no, set())):
+            for line_no, row in jsonl_rows(path, only=lines.get(file_no, set())):
                 yield f"{file_no:04d}:{line_no:09d}", _comparison(row, _where(path, line_no))
 
 
@@ -226,7 +203,7 @@ def _scan_comparisons(files: list[epath.Path]) -> dict[str, dict[int, set[int]]]
     lines: dict[str, dict[int, set[int]]] = {}
     for file_no, path in enumerate(files):
         skipped = 0
-        for line_no, row in read_jsonl(path):
+        for line_no, row in jsonl_rows(path):
             example = _comparison(row, _where(path, line_no))
             if example is None:
                 skipped += 1
