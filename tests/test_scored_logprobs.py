@@ -13,6 +13,7 @@ from rlft.objectives import LossOut, Models, dpo, ppo, sft
 from rlft.objectives.logprobs import (
     CHUNK_LEN,
     chunking,
+    first_argmax,
     head_positions,
     scored_token_stats,
     sequence_logprobs,
@@ -317,3 +318,21 @@ def test_ppo_rollout_old_logp_equals_the_samplers():
     np.testing.assert_array_equal(batch["tokens"], samples.tokens)
     np.testing.assert_allclose(batch["old_logp"], samples.logp, atol=2e-5)
     assert float(stats["rollout/kl"]) == pytest.approx(0.0, abs=1e-6)  # reference = policy
+
+
+def test_first_argmax_equals_numpy_argmax_with_ties_and_minus_inf():
+    """First index of the row maximum, as numpy's argmax: random rows, rows of ties (small
+    integers), an all -inf row, a row whose max is +inf twice; a NaN row gives the last index."""
+    rng = np.random.default_rng(0)
+    x_NxV = np.concatenate(
+        [
+            rng.standard_normal((5, 50_304)),
+            rng.integers(0, 3, (5, 50_304)).astype(np.float64),
+            np.full((1, 50_304), -np.inf),
+            np.where(np.arange(50_304) % 7000 == 3, np.inf, 0.0)[None],
+        ]
+    ).astype(np.float32)
+    np.testing.assert_array_equal(first_argmax(jnp.asarray(x_NxV)), np.argmax(x_NxV, axis=-1))
+    with_nan_V = np.zeros(11, np.float32)
+    with_nan_V[4] = np.nan
+    assert int(first_argmax(jnp.asarray(with_nan_V[None]))[0]) == 10

@@ -27,6 +27,18 @@ from rlft.models import ModelConfig, lm_head_logits, lm_hidden
 CHUNK_LEN = 32
 
 
+def first_argmax(x_NxV: jax.Array) -> jax.Array:
+    """int32 index of the first maximum along the last axis: jnp.argmax's result for rows
+    without NaN, as one max pass and one min-index pass. XLA's CPU backend lowers argmax to a
+    variadic (value, index) reduction that is not vectorised: at [32, 50,304] it took 2.9 ms
+    against 1.6 ms for this (issue 9). A row holding NaN gives its last index, not the NaN's.
+    """
+    v = x_NxV.shape[-1]
+    max_Nx1 = jnp.max(x_NxV, axis=-1, keepdims=True)
+    first_N = jnp.min(jnp.where(x_NxV == max_Nx1, jnp.arange(v), v), axis=-1)
+    return jnp.minimum(first_N, v - 1).astype(jnp.int32)
+
+
 def logprobs_from_logits(
     logits_NxV: jax.Array, targets_N: jax.Array, temperature: float = 1.0
 ) -> jax.Array:
@@ -132,7 +144,7 @@ def scored_token_stats(
         if entropy:
             out["entropy"] = entropy_from_logits(logits_BxSxV, temperature)
         if hits:
-            out["hits"] = jnp.argmax(logits_BxSxV, axis=-1) == targets_BxS
+            out["hits"] = first_argmax(logits_BxSxV) == targets_BxS
         return out
 
     @jax.checkpoint  # the backward recomputes one chunk's logits instead of storing them all

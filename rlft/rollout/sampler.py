@@ -28,7 +28,7 @@ import numpy as np
 
 from rlft.models import ModelConfig, causal_mask, init_kv_cache, positions_from_mask
 from rlft.models.transformer import Backbone
-from rlft.objectives.logprobs import logprobs_from_logits
+from rlft.objectives.logprobs import first_argmax, logprobs_from_logits
 
 
 class Samples(NamedTuple):
@@ -176,7 +176,7 @@ def sample_token_and_logprob(
     from the draw's own block masses, saving a second log-softmax pass over [N, V].
     """
     if greedy:
-        token_N = jnp.argmax(logits_NxV, axis=-1).astype(jnp.int32)
+        token_N = first_argmax(logits_NxV)
         return token_N, logprobs_from_logits(logits_NxV, token_N, 1.0)
     scaled_NxV = logits_NxV.astype(jnp.float32) / temperature
     u_Nx2 = jax.random.uniform(rng, (logits_NxV.shape[0], 2), jnp.float32)
