@@ -446,6 +446,33 @@ def check_trl_batch(trainer, name: str, expected_NxT: np.ndarray) -> None:
 # ---------------------------------------------------------------- report
 
 
+def run_record(started: float) -> dict:
+    """When and on what code the run was made: UTC start, wall seconds, the rlft source hash
+    (`code_version`) and the git commit of the checkout rlft was imported from (None outside
+    one), so a record can be matched to the library it measured."""
+    import subprocess
+
+    import rlft
+    from rlft.train.workdir import code_version
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=os.path.dirname(os.path.abspath(rlft.__file__)),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {
+        "utc_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_s": round(time.time() - started, 1),
+        "rlft_code": code_version(),
+        "rlft_git_commit": commit,
+    }
+
+
 def report(s: Shapes, rates: dict, sampling: dict, rlft: dict, trl: dict, n_lm: int, n_rm: int):
     """The JSON record: figures, ratios (peer / rlft medians) and fractions of the FLOP bound."""
     tokens = 2 * s.pairs * (s.prompt + s.response)
@@ -565,6 +592,7 @@ def main(argv=None) -> dict:
             "--xla_force_host_platform_device_count (XLA_FLAGS) so it sees one CPU device."
         )
     s = SMOKE if args.smoke else FULL
+    started = time.time()
     hf_lm, hf_rm, cfg, lm, rm, n_lm, n_rm = build_models(s)
     d = make_data(s)
     batches = rlft_batches(s, d)
@@ -579,6 +607,7 @@ def main(argv=None) -> dict:
     progress("TRL train steps")
     trl = trl_steps(s, hf_lm, hf_rm, build_tokenizer(s.vocab), d, batches)
     r = report(s, rates, sampling, rlft, trl, n_lm, n_rm) | {"same_weights": same}
+    r["run"] = run_record(started)
     print_report(r)
     text = json.dumps(r, indent=1)
     print(text)

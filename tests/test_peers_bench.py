@@ -83,3 +83,13 @@ def test_every_figure_and_ratio(record):
     assert all(positive(x) for x in record["ratios"].values())
     s = record["shapes"]
     assert record["tokens_per_train_step"] == 2 * s["pairs"] * (s["prompt"] + s["response"])
+
+
+def test_the_record_names_its_code_and_time(record):
+    """A record can be matched to the library it measured: source hash, commit, UTC start."""
+    from rlft.train.workdir import code_version
+
+    run = record["run"]
+    assert run["rlft_code"] == code_version()
+    assert run["utc_start"].endswith("Z") and run["wall_s"] > 0
+    assert run["rlft_git_commit"] is None or len(run["rlft_git_commit"]) >= 7

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from rlft import models
-from rlft.objectives.logprobs import token_logprobs
+from rlft.objectives.logprobs import logprobs_from_logits, token_logprobs
 from rlft.rollout import generate, sample_token, sampler, top_p_filter
 
 B, P, K, L = 3, 5, 4, 11
@@ -264,22 +264,34 @@ def test_same_rng_same_samples_and_no_recompile():
     assert sampler._generate._cache_size() == compiled
 
 
-@pytest.mark.parametrize("temperature,top_p", [(0.7, 1.0), (1.3, 1.0), (0.7, 0.9), (0.0, 1.0)])
-def test_sample_token_and_logprob_matches_log_softmax(temperature, top_p):
-    """The log-prob read off the draw's block masses = log_softmax(logits / T)[token], at a
-    Pythia-sized vocabulary (50,304 = 192 blocks of 262) with wide logits and -inf entries;
-    the token is sample_token's (same rng)."""
-    n, v = 16, 50_304
+def wide_logits(dtype=jnp.float32, n=16, v=50_304):
+    """[n, v] logits at Pythia's vocabulary (192 blocks of 262) with a wide spread, -inf
+    entries and one dominant logit."""
     logits_NxV = 6.0 * jax.random.normal(jax.random.key(5), (n, v))
-    logits_NxV = logits_NxV.at[:, :1000].set(-jnp.inf).at[0, 7].set(40.0)
-    rng, greedy = jax.random.key(6), temperature == 0.0
+    return logits_NxV.at[:, :1000].set(-jnp.inf).at[0, 7].set(40.0).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("temperature", [1.3, 0.7, 0.01, 0.003])
+def test_fused_logprob_equals_the_trainers(temperature, dtype):
+    """The log-prob read off the draw's block masses = the trainer's logprobs_from_logits at
+    the drawn token, to float32 rounding, also at low temperature (logits / T in the
+    thousands) and from bf16 logits."""
+    logits_NxV, rng = wide_logits(dtype), jax.random.key(6)
+    token_N, logp_N = sampler.sample_token_and_logprob(logits_NxV, rng, temperature, 1.0, False)
+    want_N = logprobs_from_logits(logits_NxV, token_N, temperature)
+    np.testing.assert_allclose(logp_N, want_N, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("temperature,top_p", [(0.7, 1.0), (1.3, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_sample_token_and_logprob_matches_a_float64_log_softmax(temperature, top_p):
+    """Every path of sample_token_and_logprob (fused, nucleus, greedy) against plain numpy in
+    float64: log softmax(logits / T)[token] under the full softmax (T = 1 when greedy)."""
+    logits_NxV, rng, greedy = wide_logits(), jax.random.key(6), temperature == 0.0
     token_N, logp_N = sampler.sample_token_and_logprob(logits_NxV, rng, temperature, top_p, greedy)
-    np.testing.assert_array_equal(
-        token_N, sample_token(logits_NxV, rng, temperature, top_p, greedy)
-    )
     t = 1.0 if greedy else temperature
-    x_NxV = np.asarray(logits_NxV, np.float64) / t  # plain numpy, float64
+    x_NxV = np.asarray(logits_NxV, np.float64) / t
     max_Nx1 = x_NxV.max(axis=-1, keepdims=True)
     want_NxV = x_NxV - max_Nx1 - np.log(np.exp(x_NxV - max_Nx1).sum(axis=-1, keepdims=True))
-    want_N = want_NxV[np.arange(n), np.asarray(token_N)]
-    np.testing.assert_allclose(logp_N, want_N, atol=2e-5, rtol=0)
+    want_N = want_NxV[np.arange(len(want_NxV)), np.asarray(token_N)]
+    np.testing.assert_allclose(logp_N, want_N, atol=1e-5, rtol=0)

@@ -201,7 +201,11 @@ def load_params(
     # Only this role is read (a partial restore): a PPO workdir's critic, or a 2.8B policy's
     # siblings, never reach memory when one model is asked for.
     target = {role: abstract_params(saved["kind"], cfg, mesh)}
-    manager = ocp.CheckpointManager(checkpoint_dir(workdir), item_names=CHECKPOINT_ITEMS)
+    manager = ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        item_names=CHECKPOINT_ITEMS,
+        options=ocp.CheckpointManagerOptions(create=False),  # reading never creates a directory
+    )
     restored = manager.restore(
         step,
         args=ocp.args.Composite(

@@ -28,10 +28,10 @@ CHUNK_LEN = 32
 
 
 def first_argmax(x_NxV: jax.Array) -> jax.Array:
-    """int32 index of the first maximum along the last axis: jnp.argmax's result for rows
-    without NaN, as one max pass and one min-index pass. XLA's CPU backend lowers argmax to a
-    variadic (value, index) reduction that is not vectorised: at [32, 50,304] it took 2.9 ms
-    against 1.6 ms for this (issue 9). A row holding NaN gives its last index, not the NaN's.
+    """int32 index [...] of the first maximum along the last axis of x [..., V]: jnp.argmax's
+    result for rows without NaN, as one max pass and one min-index pass, because XLA's CPU
+    backend lowers argmax to an unvectorised variadic reduction (measured in issue 9). A row
+    holding NaN gives its last index, not the NaN's.
     """
     v = x_NxV.shape[-1]
     max_Nx1 = jnp.max(x_NxV, axis=-1, keepdims=True)

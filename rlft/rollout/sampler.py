@@ -91,13 +91,13 @@ def categorical_from_uniform(
     logits_NxV: jax.Array, u_Nx2: jax.Array, block: int | None = None
 ) -> jax.Array:
     """One token per row from softmax(logits), by a two-level inverse CDF on two uniforms;
-    see `categorical_and_log_normalizer`, which also returns log sum exp(logits)."""
-    return categorical_and_log_normalizer(logits_NxV, u_Nx2, block)[0]
+    see `categorical_and_log_mass`, which also returns the log-softmax's normalizer parts."""
+    return categorical_and_log_mass(logits_NxV, u_Nx2, block)[0]
 
 
-def categorical_and_log_normalizer(
+def categorical_and_log_mass(
     logits_NxV: jax.Array, u_Nx2: jax.Array, block: int | None = None
-) -> tuple[jax.Array, jax.Array]:
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """One token per row from softmax(logits), by a two-level inverse CDF on two uniforms.
 
     The vocabulary is cut into G = ceil(V / B) blocks of B tokens (the last may be short).
@@ -117,10 +117,12 @@ def categorical_and_log_normalizer(
     prefix entry exceeds the one before it, and adding 0 to a float leaves it unchanged. If the
     chosen block's mass underflows (a subnormal sum) an overshoot is clamped to its last finite
     token. Rows need a finite logit. Shapes: logits_NxV float, u_Nx2 float32 in [0, 1); returns
-    int32 tokens [N] and float32 log sum_v exp(logits[:, v]) [N], the log-softmax's normalizer,
-    read off the block masses the draw already summed (so log-probs of the drawn tokens need
-    no second pass over [N, V]). Jittable; `block` (B, default `block_size(V)`) is static and
-    need not divide V.
+    int32 tokens [N], the row maxima [N] and log sum_v exp(logits[:, v] - max) [N] (float32),
+    read off the block masses the draw already summed, so a drawn token's log-prob,
+    (logit - max) - log_mass, needs no second pass over [N, V]. Kept apart rather than as one
+    log-normalizer max + log_mass: at large logits (a temperature of 0.01 scales them 100x)
+    that sum rounds to max's precision, 1e-4 off where log_softmax is within 2e-5. Jittable;
+    `block` (B, default `block_size(V)`) is static and need not divide V.
     """
     n, v = logits_NxV.shape
     b = block or block_size(v)
@@ -142,7 +144,7 @@ def categorical_and_log_normalizer(
     within_N = jnp.sum(upto_NxB <= u_Nx2[:, 1:] * upto_NxB[:, -1:], axis=-1)
     last_finite_N = jnp.max(jnp.where(logits_NxB > -jnp.inf, jnp.arange(b), 0), axis=-1)
     token_N = (block_N * b + jnp.minimum(within_N, last_finite_N)).astype(jnp.int32)
-    return token_N, max_Nx1[:, 0] + jnp.log(upto_NxG[:, -1])
+    return token_N, max_Nx1[:, 0], jnp.log(upto_NxG[:, -1])
 
 
 def sample_token(
@@ -183,9 +185,9 @@ def sample_token_and_logprob(
     if top_p < 1.0:  # drawn from the nucleus, scored under the full softmax
         token_N = categorical_from_uniform(top_p_filter(scaled_NxV, top_p), u_Nx2, block)
         return token_N, logprobs_from_logits(logits_NxV, token_N, temperature)
-    token_N, log_z_N = categorical_and_log_normalizer(scaled_NxV, u_Nx2, block)
+    token_N, max_N, log_mass_N = categorical_and_log_mass(scaled_NxV, u_Nx2, block)
     picked_N = jnp.take_along_axis(scaled_NxV, token_N[:, None], axis=-1)[:, 0]
-    return token_N, picked_N - log_z_N
+    return token_N, (picked_N - max_N) - log_mass_N  # as log_softmax rounds: shift first
 
 
 def _last_logits(
