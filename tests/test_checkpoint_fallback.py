@@ -118,3 +118,18 @@ def test_newest_good_read_only_none_restores_names_them_and_moves_nothing(tmp_pa
     with pytest.raises(CheckpointError, match=match):
         checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=False)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+@pytest.mark.parametrize(("set_aside", "then"), [(True, "resume from"), (False, "use")])
+def test_newest_good_multi_process_stops_at_the_first_unreadable_step(
+    tmp_path, monkeypatch, set_aside, then
+):
+    """Processes of a pod must agree on one step, and a failed restore can leave the others in
+    its collectives: on more than one process either policy raises, naming the step and the
+    fix, and moves nothing."""
+    manager = _two_steps(str(tmp_path))
+    monkeypatch.setattr(checkpoint.jax, "process_count", lambda: 2)
+    match = rf"checkpoint .*2 does not restore .*move it aside .* rerun to {then} the one before"
+    with pytest.raises(CheckpointError, match=match):
+        checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=set_aside)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]

@@ -254,6 +254,23 @@ def test_sample_skips_a_checkpoint_that_does_not_restore(sft, tmp_path, capsys):
     assert sorted(os.listdir(wd / "checkpoints")) == ["15", "30"]
 
 
+def test_loading_a_policy_reads_the_step_record_once(sft, monkeypatch):
+    """load_policy reads the checkpoint's meta once and hands it to load_params."""
+    from rlft.experiments import sample
+    from rlft.models import params_io
+
+    calls = []
+
+    def counted(workdir, step=None):
+        calls.append(step)
+        return read_meta(workdir, step)
+
+    monkeypatch.setattr(sample, "read_meta", counted)
+    monkeypatch.setattr(params_io, "read_meta", counted)
+    policy = sample.load_policy(sft)
+    assert policy.step == 30 and calls == [30]
+
+
 def test_kl_to_an_earlier_checkpoint_matches_a_recomputation(sft, tmp_path):
     """Reference: the same run at step 15 (step 30 removed from a copy). KL is the mean over the
     policy's samples of its summed log-prob minus the reference's, recomputed here with the

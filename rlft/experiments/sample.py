@@ -88,7 +88,7 @@ def _restore_step(workdir: str, step: int, role: str, mesh) -> tuple[int, ModelC
             "(point --workdir at an sft, dpo or ppo workdir)"
         )
     cfg = ModelConfig(**models[role]["config"])
-    return step, cfg, load_params(workdir, role, "lm", cfg, mesh, step), meta
+    return step, cfg, load_params(workdir, role, "lm", cfg, mesh, step, meta), meta
 
 
 def restore_newest_good(

@@ -171,7 +171,13 @@ def _load_pretrained_on(path: str, cfg: ModelConfig, mesh: Mesh) -> Any:
 
 
 def load_params(
-    workdir: str, role: str, kind: str, cfg: ModelConfig, mesh: Mesh, step: int | None = None
+    workdir: str,
+    role: str,
+    kind: str,
+    cfg: ModelConfig,
+    mesh: Mesh,
+    step: int | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Any:
     """One model's params from an earlier stage's latest (or given) checkpoint step, checked
     against `cfg`.
@@ -180,11 +186,13 @@ def load_params(
     of `rlft convert --from-hf`) when no step is given; a scalar model then takes its backbone
     from it. Raises CheckpointError if the checkpoint is missing, lacks `role`, holds another
     model kind, or its model config differs from `cfg` (dtype and remat aside); a given step
-    that does not restore raises what Orbax raises.
+    that does not restore raises what Orbax raises. `meta`, that step's record as `read_meta`
+    returned it, saves reading it again (it needs `step`).
     """
     if step is None and _is_pretrained_dir(workdir):
         return _load_pretrained_on(workdir, cfg, mesh)
-    step, meta = read_meta(workdir, step)
+    if meta is None or step is None:
+        step, meta = read_meta(workdir, step)
     models = meta.get("models", {})
     if role not in models:
         raise CheckpointError(

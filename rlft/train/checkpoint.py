@@ -93,8 +93,8 @@ def newest_good(
     with `set_aside` (a resuming run) it is moved aside to `<step>.unreadable` (never deleted);
     without (sampling, evaluating: they only read the workdir) it is left in place. A
     CheckpointError from `restore_step` (a checkpoint that does not fit) is raised at once.
-    Raises CheckpointError naming the directories if none restores, or, with `set_aside` on a
-    multi-process run, at the first unreadable step (move it aside by hand).
+    Raises CheckpointError naming the directories if none restores, or, on a multi-process
+    run (either policy), at the first unreadable step (move it aside by hand).
     """
     failed = []
     for step in sorted(manager.all_steps(), reverse=True):
@@ -105,10 +105,12 @@ def newest_good(
         except Exception as e:  # noqa: BLE001 (Orbax/TensorStore raise many kinds)
             where = epath.Path(checkpoint_dir(workdir)) / str(step)
             reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
-            if set_aside and jax.process_count() > 1:
+            if jax.process_count() > 1:  # every process must agree on the step it uses, and
+                # a restore that failed in one may leave the others inside its collectives
+                then = "resume from" if set_aside else "use"
                 raise CheckpointError(
                     f"checkpoint {where} does not restore ({reason}); move it aside (e.g. to "
-                    f"{where}{SET_ASIDE}) and rerun to resume from the one before"
+                    f"{where}{SET_ASIDE}) and rerun to {then} the one before"
                 ) from e
             note = "left in place at"
             if set_aside:
