@@ -18,6 +18,10 @@ os.environ["XLA_FLAGS"] = (
     + " --xla_cpu_multi_thread_eigen=false"
     + " --xla_cpu_collective_call_terminate_timeout_seconds=300"
 ).strip()
+# One cache for every xdist worker and subprocess. JAX writes entries without a lock (it locks
+# only with a size cap set); a worker that reads an entry another is still writing gets a
+# "Error reading persistent compilation cache entry" warning and compiles it again
+# (jax/_src/compiler.py catches the read), so sharing costs at worst a compile, never a result.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".jax_cache")
 )
