@@ -73,7 +73,11 @@ def test_sharded_step_equals_single_device(objective, data, fsdp):
     mesh = make_mesh(data, fsdp)
     sharded_params, sharded_metrics = _run_steps(objective, mesh)
     _assert_close(single_params, sharded_params, 1e-5)
-    _assert_close(single_metrics, sharded_metrics, 1e-5)
+    # Metrics get an absolute 3e-5: the reward model's reward level is of order 1 and crosses
+    # near 0 after the first update (-1.34 -> 0.015), where rtol gives no room, and a float32
+    # sum over 4 fsdp shards rounds there up to 1.35e-5 from one device's (measured). A sharding
+    # bug is orders of magnitude larger.
+    _assert_close(single_metrics, sharded_metrics, 3e-5)
 
 
 def test_fsdp_actually_shards_params():

@@ -20,7 +20,7 @@ is the memory trick of chunked/fused linear cross-entropy (Liger-Kernel; Wijmans
 import jax
 import jax.numpy as jnp
 
-from rlft.models import ModelConfig, lm_head_logits, lm_hidden
+from rlft.models import ModelConfig, head_logits, lm_head_kernels, lm_hidden
 
 # Positions per LM-head chunk. At Pythia's vocabulary (50,304) and 16 rows that is
 # 16 x 32 x 50,304 x 4 bytes = 103 MB of float32 logits per chunk, not 377 MB for T = 117.
@@ -138,8 +138,10 @@ def scored_token_stats(
         split(loss_mask_BxT[:, 1:].astype(bool)),
     )
 
+    kernels = lm_head_kernels(params)  # [D, V] and [V, D], outside the chunk loop
+
     def compute(h_BxSxD, targets_BxS):
-        logits_BxSxV = lm_head_logits(cfg, params, h_BxSxD)
+        logits_BxSxV = head_logits(*kernels, h_BxSxD)
         out = {"logp": logprobs_from_logits(logits_BxSxV, targets_BxS, temperature)}
         if entropy:
             out["entropy"] = entropy_from_logits(logits_BxSxV, temperature)
