@@ -453,7 +453,11 @@ def run_record(started: float) -> dict:
     import subprocess
 
     import rlft
-    from rlft.train.workdir import code_version
+
+    try:
+        from rlft.train.workdir import code_version
+    except ImportError:  # an rlft from before code_version (a "before" run on PYTHONPATH)
+        code_version = None  # noqa: N806
 
     try:
         commit = subprocess.run(
@@ -468,7 +472,7 @@ def run_record(started: float) -> dict:
     return {
         "utc_start": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_s": round(time.time() - started, 1),
-        "rlft_code": code_version(),
+        "rlft_code": code_version() if code_version else None,
         "rlft_git_commit": commit,
     }
 
