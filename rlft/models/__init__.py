@@ -123,11 +123,11 @@ def head_logits(kernel_DxV: jax.Array, kernel_VxD: jax.Array, h_NxD: jax.Array) 
     """`lm_head_logits` from both layouts of its kernel (`lm_head_kernels`): float32 logits
     [..., V] of hidden states [..., D], computed from kernel_DxV (bit-equal to it), with the
     kernel's gradient returned for kernel_VxD (none for kernel_DxV) and hidden states'
-    gradient in their dtype. Why: XLA's CPU matmul computes the [V, D] gradient
-    g^T h about 1.7x faster than its [D, V] transpose h^T g, and the [D, V] forward a few
-    percent faster than the [V, D] one (issue 9, at Pythia's vocabulary); reading each layout
-    where it is fast takes 15-20% off an SFT or DPO step there. Wrong if kernel_VxD is not
-    kernel_DxV.T.
+    gradient in their dtype. Why: with the gradient taken as g^T h [V, D] instead of h^T g
+    [D, V], XLA CPU ran the chunked head's forward and backward about 1.7x faster, and the
+    [D, V] forward a few percent faster than the [V, D] one (issue 9, at Pythia's
+    vocabulary); reading each layout where it is fast took 8-14% off an SFT or DPO step
+    there (docs/benchmarks/peers-cpu.md). Wrong if kernel_VxD is not kernel_DxV.T.
     """
     return jnp.einsum("...d,dv->...v", h_NxD.astype(jnp.float32), kernel_DxV)
 
