@@ -33,7 +33,7 @@ from rlft.data.synthetic import EOS, PAD
 from rlft.errors import CheckpointError
 from rlft.models import ModelConfig
 from rlft.models.hf_files import load_tokenizer
-from rlft.models.params_io import CHECKPOINT_ITEMS, checkpoint_dir, load_params, read_meta
+from rlft.models.params_io import checkpoint_dir, load_params, read_meta, reading_manager
 from rlft.parallel import make_mesh
 from rlft.rollout.sampler import generate
 from rlft.train.checkpoint import newest_good
@@ -74,8 +74,7 @@ def _manager(workdir: str) -> ocp.CheckpointManager:
             f"no checkpoint under {path}: point --workdir at an `rlft train` workdir "
             "(e.g. rlft train --config=configs/sft.py:tiny --workdir=runs/sft_tiny)"
         )
-    options = ocp.CheckpointManagerOptions(create=False)
-    return ocp.CheckpointManager(path, item_names=CHECKPOINT_ITEMS, options=options)
+    return reading_manager(workdir)
 
 
 def _restore_step(workdir: str, step: int, role: str, mesh) -> tuple[int, ModelConfig, Any, dict]:

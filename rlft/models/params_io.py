@@ -117,6 +117,16 @@ def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
 
 
+def reading_manager(workdir: str) -> ocp.CheckpointManager:
+    """A CheckpointManager on `workdir`'s checkpoints that only reads: it never creates the
+    directory (sampling, evaluating and loading an earlier stage leave a workdir as it was)."""
+    return ocp.CheckpointManager(
+        checkpoint_dir(workdir),
+        item_names=CHECKPOINT_ITEMS,
+        options=ocp.CheckpointManagerOptions(create=False),
+    )
+
+
 def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
     """(step, meta) of the latest (or given) step of a finished or running stage.
 
@@ -124,9 +134,7 @@ def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any
     a given step that does not restore raises what Orbax raises.
     """
     path = checkpoint_dir(workdir)
-    manager = ocp.CheckpointManager(
-        path, item_names=CHECKPOINT_ITEMS, options=ocp.CheckpointManagerOptions(create=False)
-    )
+    manager = reading_manager(workdir)
     if step is None:
         step = manager.latest_step() if epath.Path(path).exists() else None
     if step is None:
@@ -209,12 +217,7 @@ def load_params(
     # Only this role is read (a partial restore): a PPO workdir's critic, or a 2.8B policy's
     # siblings, never reach memory when one model is asked for.
     target = {role: abstract_params(saved["kind"], cfg, mesh)}
-    manager = ocp.CheckpointManager(
-        checkpoint_dir(workdir),
-        item_names=CHECKPOINT_ITEMS,
-        options=ocp.CheckpointManagerOptions(create=False),  # reading never creates a directory
-    )
-    restored = manager.restore(
+    restored = reading_manager(workdir).restore(
         step,
         args=ocp.args.Composite(
             params=ocp.args.PyTreeRestore(
