@@ -15,10 +15,15 @@ PaLM (Chowdhery et al. 2022, appendix B):
     F = 6 N D + 12 L d T D        D = tokens in the step, T = sequence length, L layers, d width
 
 with N the parameters that multiply every token (all but the input embedding table; Pythia's
-output head is untied, so it counts). Remat's recompute is not model FLOPs. DPO runs both
-sequences of each pair (D = 2 x pairs x T). MFU = F / step time / peak bf16 FLOP/s of the
-chip; XLA's own count (`cost_analysis()['flops']`, recompute included) gives the hardware
-FLOPs utilisation (HFU) beside it.
+output head is untied, so it counts). One change to PaLM's count: the output head (d x V of N)
+is counted only at the S scored tokens (6 d V S), since a step needs logits only there and
+rlft skips the rest. SFT cells score every token (S = D, PaLM's F exactly); DPO cells score
+the response, the last quarter of each sequence. Remat's recompute is not model FLOPs. DPO
+runs both sequences of each pair (D = 2 x pairs x T). MFU = F / step time / peak bf16 FLOP/s
+of the chip (data sheet); `mfu_of_measured` divides by the bf16 matmul rate measured in the
+same run instead. XLA's own count (`cost_analysis()['flops']`, recompute included) gives the
+hardware FLOPs utilisation (HFU) beside it. Cell `sft_no_remat` is the 1.4b SFT step without
+remat (it fits an H200's memory), run last if the budget allows.
 
 Decode (rlft.rollout.sampler.generate, B prompts of P tokens, no EOS): one decode step is
 (t(L new tokens) - t(1 new token)) / (L - 1), which removes the prefill. Each step reads every
@@ -33,10 +38,12 @@ sheets: NVIDIA H100 / H200 / A100 product pages, Google Cloud TPU system-archite
 (v4, v5e, v5p, v6e). An unknown device (the CPU of --smoke included) measures its own: the
 best of a large bf16 matmul (2 n^3 FLOPs) and of a reduction over a large bf16 array (bytes).
 
-JSON: `peaks` (peak_flops in FLOP/s, hbm_bytes_per_s); `train[model][sft|dpo]`: step_s
-(seconds, best of --steps), tokens_per_s, model_flops and xla_flops (per step), mfu and hfu
-(fractions of peak); `decode[model]`: decode_step_s, tokens_per_s (new tokens/s over the
-batch), bytes_per_step, bound_tokens_per_s (fp32 params) and bound_tokens_per_s_bf16_params,
+JSON: `peaks` (peak_flops in FLOP/s, hbm_bytes_per_s, and measured_flops,
+measured_bytes_per_s from a large bf16 matmul and a bf16 reduction in this run);
+`train[model][sft|dpo|sft_no_remat]`: step_s (seconds, best of --steps), tokens_per_s,
+scored_tokens, model_flops and xla_flops (per step), mfu, mfu_of_measured and hfu (fractions of
+peak); `decode[model]`: decode_step_s, tokens_per_s (new tokens/s over the batch),
+bytes_per_step, bound_tokens_per_s (fp32 params) and bound_tokens_per_s_bf16_params,
 fraction_of_bound; `errors` (a cell that failed, e.g. out of memory: 1.4b does not fit a 16
 GiB chip) and `skipped` (over --budget-s).
 """
@@ -48,6 +55,7 @@ import math
 import pathlib
 import re
 import time
+import traceback
 
 import flax.linen as nn
 import jax
@@ -112,6 +120,15 @@ def device_peaks(kind: str, smoke: bool) -> dict:
     return dict(name=name, peak_flops=flops, hbm_bytes_per_s=bw, source="measured")
 
 
+def with_measured(peaks: dict, smoke: bool) -> dict:
+    """`peaks` plus this run's measured bf16 matmul FLOP/s and reduction bytes/s."""
+    if peaks["source"] == "measured":
+        flops, bw = peaks["peak_flops"], peaks["hbm_bytes_per_s"]
+    else:
+        flops, bw = measured_peaks(*((512, 2**24) if smoke else (8192, 2**30)))
+    return {**peaks, "measured_flops": flops, "measured_bytes_per_s": bw}
+
+
 def token_params(cfg) -> int:
     """Parameters that multiply every token: the LM's params minus its input embedding."""
     key = jax.ShapeDtypeStruct((2,), jnp.uint32)
@@ -120,17 +137,26 @@ def token_params(cfg) -> int:
     return total - cfg.vocab_size * cfg.d_model
 
 
-def model_flops(cfg, tokens: int, seq_len: int) -> float:
-    """PaLM's training FLOPs for `tokens` tokens in sequences of `seq_len`: 6ND + 12LdTD."""
-    return 6 * token_params(cfg) * tokens + 12 * cfg.num_layers * cfg.d_model * seq_len * tokens
+def model_flops(cfg, tokens: int, seq_len: int, scored: int | None = None) -> float:
+    """PaLM's training FLOPs for `tokens` tokens in sequences of `seq_len`, 6ND + 12LdTD, with
+    the output head's 6 d V share counted at the `scored` tokens only (default: all)."""
+    head = cfg.d_model * cfg.vocab_size
+    scored = tokens if scored is None else scored
+    attention = 12 * cfg.num_layers * cfg.d_model * seq_len * tokens
+    return 6 * (token_params(cfg) - head) * tokens + 6 * head * scored + attention
+
+
+def _response_len(objective: str, seq_len: int) -> int:
+    """Scored tokens per sequence: all of it for SFT, the last quarter for DPO."""
+    return seq_len if objective == "sft" else max(seq_len // 4, 1)
 
 
 def _random_batch(objective: str, rows: int, seq_len: int, vocab: int) -> dict:
-    """Random tokens, full masks, the response (last quarter) in the loss mask."""
+    """Random tokens, full masks; SFT scores every token, DPO the last quarter (response)."""
     rng = np.random.default_rng(0)
     mask = np.ones((rows, seq_len), bool)
     loss_mask = np.zeros((rows, seq_len), bool)
-    loss_mask[:, -max(seq_len // 4, 1) :] = True
+    loss_mask[:, -_response_len(objective, seq_len) :] = True
     seq = lambda: dict(tokens=rng.integers(0, vocab, (rows, seq_len), dtype=np.int32))  # noqa: E731
     if objective == "sft":
         return {**seq(), "mask": mask, "loss_mask": loss_mask}
@@ -142,9 +168,11 @@ def _random_batch(objective: str, rows: int, seq_len: int, vocab: int) -> dict:
     return out
 
 
-def train_cell(preset: str, objective: str, rows: int, seq_len: int, steps: int, peaks: dict):
+def train_cell(
+    preset: str, objective: str, rows: int, seq_len: int, steps: int, peaks: dict, remat=True
+):
     """Step time, MFU and HFU of one objective's train step on one device."""
-    cfg = model_config(preset, dtype="bfloat16", remat=True)
+    cfg = model_config(preset, dtype="bfloat16", remat=remat)
     mesh = make_mesh(1, 1, devices=jax.devices()[:1])
     _, hp_cls, roles = OBJECTIVES[objective]
     tx, schedule = make_optimizer(OptimConfig(), 1000)
@@ -163,17 +191,21 @@ def train_cell(preset: str, objective: str, rows: int, seq_len: int, steps: int,
         return metrics
 
     step_s = _best_time(call, steps)
-    tokens = rows * seq_len * (2 if objective == "dpo" else 1)
-    flops = model_flops(cfg, tokens, seq_len)
+    sequences = rows * (2 if objective == "dpo" else 1)
+    tokens, scored = sequences * seq_len, sequences * _response_len(objective, seq_len)
+    flops = model_flops(cfg, tokens, seq_len, scored)
     return dict(
         rows=rows,
         seq_len=seq_len,
+        remat=remat,
         tokens=tokens,
+        scored_tokens=scored,
         step_s=step_s,
         tokens_per_s=tokens / step_s,
         model_flops=flops,
         xla_flops=xla_flops,
         mfu=flops / step_s / peaks["peak_flops"],
+        mfu_of_measured=flops / step_s / peaks["measured_flops"],
         hfu=xla_flops / step_s / peaks["peak_flops"],
     )
 
@@ -211,17 +243,18 @@ def decode_cell(preset: str, batch: int, prompt_len: int, new_tokens: int, peaks
 
 
 def _cells(args) -> list[tuple[str, str, dict]]:
-    """(model, what, settings) in run order: each model's SFT, DPO, then decode."""
-    out = []
-    for preset in args.models.split(","):
-        for objective, rows in TRAIN.items():
-            rows = 2 if args.smoke else rows
-            out.append((preset, objective, dict(rows=rows, seq_len=args.seq_len, steps=args.steps)))
-        decode = dict(
-            batch=args.decode_batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens
-        )
-        out.append((preset, "decode", decode))
-    return out
+    """(model, what, settings) in run order, the issue's goals first: every model's SFT, then
+    decode, then DPO; last, the largest model's SFT without remat."""
+    models = args.models.split(",")
+    train = {
+        o: dict(rows=2 if args.smoke else r, seq_len=args.seq_len, steps=args.steps)
+        for o, r in TRAIN.items()
+    }
+    decode = dict(batch=args.decode_batch, prompt_len=args.prompt_len, new_tokens=args.new_tokens)
+    out = [(m, "sft", train["sft"]) for m in models]
+    out += [(m, "decode", decode) for m in models]
+    out += [(m, "dpo", train["dpo"]) for m in models]
+    return out + [(models[-1], "sft_no_remat", {**train["sft"], "remat": False})]
 
 
 def main(argv=None) -> dict:
@@ -241,7 +274,8 @@ def main(argv=None) -> dict:
         args.decode_batch, args.prompt_len, args.new_tokens = 2, 16, 8
     start = time.perf_counter()
     kind = jax.devices()[0].device_kind
-    peaks = device_peaks(kind, args.smoke)
+    peaks = with_measured(device_peaks(kind, args.smoke), args.smoke)
+    print(f"{kind} ({jax.default_backend()}, jax {jax.__version__}): {json.dumps(peaks)}")
     out = pathlib.Path(args.out or f"docs/benchmarks/accelerator-{peaks['name']}.json")
     result = dict(
         device_kind=kind,
@@ -264,10 +298,12 @@ def main(argv=None) -> dict:
             if what == "decode":
                 result["decode"][preset] = decode_cell(preset, **settings, peaks=peaks)
             else:
-                cell = train_cell(preset, what, **settings, peaks=peaks)
+                objective = what.removesuffix("_no_remat")
+                cell = train_cell(preset, objective, **settings, peaks=peaks)
                 result["train"].setdefault(preset, {})[what] = cell
         except Exception as e:  # noqa: BLE001 (an OOM on a small chip is a result, not a crash)
             result["errors"][label] = f"{type(e).__name__}: {str(e)[:300]}"
+            traceback.print_exc()
         result["wall_s"] = time.perf_counter() - start
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
@@ -285,7 +321,7 @@ def _brief(result: dict, preset: str, what: str) -> dict:
         keys = ("tokens_per_s", "bound_tokens_per_s", "fraction_of_bound")
     else:
         d = result["train"][preset][what]
-        keys = ("step_s", "tokens_per_s", "mfu", "hfu")
+        keys = ("step_s", "tokens_per_s", "mfu", "mfu_of_measured", "hfu")
     return {k: round(d[k], 4) for k in keys}
 
 

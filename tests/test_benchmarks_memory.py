@@ -61,7 +61,11 @@ def test_token_params_by_hand():
     cfg = model_config("tiny")
     assert acc.token_params(cfg) == expected
     tokens, t = 96, 24
-    assert acc.model_flops(cfg, tokens, t) == 6 * expected * tokens + 12 * layers * d * t * tokens
+    attention = 12 * layers * d * t * tokens
+    assert acc.model_flops(cfg, tokens, t) == 6 * expected * tokens + attention
+    # the head (d V) counted at the 24 scored tokens only
+    body = expected - d * v
+    assert acc.model_flops(cfg, tokens, t, 24) == 6 * body * tokens + 6 * d * v * 24 + attention
 
 
 @pytest.mark.parametrize(
@@ -73,21 +77,27 @@ def test_device_lookup(kind, name):
     assert peaks["name"] == name and peaks["source"] == "data sheet"
 
 
-@pytest.mark.slow  # eight compiles: 24 s on 2 idle CPU cores, cold cache (6 s warm)
+@pytest.mark.slow  # ten compiles: about 30 s on 2 idle CPU cores, cold cache
 def test_accelerator_smoke_json(tmp_path):
     out = tmp_path / "acc.json"
     result = _load("accelerator").main(["--smoke", f"--out={out}"])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     assert not result["errors"] and not result["skipped"]
     assert result["peaks"]["peak_flops"] > 0 and result["peaks"]["hbm_bytes_per_s"] > 0
-    for objective, per_row in (("sft", 1), ("dpo", 2)):
-        cell = result["train"]["tiny"][objective]
+    assert set(result["train"]["tiny"]) == {"sft", "dpo", "sft_no_remat"}
+    for what, per_row, scored in (("sft", 1, 24), ("dpo", 2, 6), ("sft_no_remat", 1, 24)):
+        cell = result["train"]["tiny"][what]
+        assert cell["remat"] == (what != "sft_no_remat")
         assert cell["tokens"] == cell["rows"] * cell["seq_len"] * per_row
+        assert cell["scored_tokens"] == cell["rows"] * per_row * scored
         assert cell["step_s"] > 0 and 0 < cell["mfu"] < 1
         assert cell["mfu"] == pytest.approx(
             cell["model_flops"] / cell["step_s"] / result["peaks"]["peak_flops"]
         )
-        assert cell["xla_flops"] >= cell["model_flops"]  # remat recomputes; XLA counts it
+        assert cell["mfu_of_measured"] == pytest.approx(
+            cell["model_flops"] / cell["step_s"] / result["peaks"]["measured_flops"]
+        )
+        assert cell["xla_flops"] >= cell["model_flops"]  # XLA counts recompute and skipped chunks
     dec = result["decode"]["tiny"]
     assert dec["tokens_per_s"] > 0 and dec["bound_tokens_per_s"] > 0
     assert dec["fraction_of_bound"] == pytest.approx(
