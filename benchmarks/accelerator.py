@@ -6,7 +6,10 @@ memory-bandwidth bound, on one accelerator chip (GPU or TPU), written as JSON.
 
 Prepared to run once on a lent chip in under 8 minutes (`--budget-s`: a cell that would start
 later is recorded as skipped; the JSON is rewritten after every cell, so a killed run keeps
-what it measured). Default output: docs/benchmarks/accelerator-<device>.json.
+what it measured). On an H200 a cell took 85-100 s, most of it compiling 24 unrolled layers, so
+the default run there measured SFT and decode and skipped the rest; `--only=dpo,sft_no_remat`
+ran those (docs/benchmarks/accelerator-h200.md). Default output:
+docs/benchmarks/accelerator-<device>.json.
 
 Train steps (rlft.train.step.train_step, jitted as rlft.train.loop does, one device, random
 init, random tokens; `--steps` timed after one compile call). Model FLOPs per step follow
@@ -22,8 +25,11 @@ the response, the last quarter of each sequence. Remat's recompute is not model 
 runs both sequences of each pair (D = 2 x pairs x T). MFU = F / step time / peak bf16 FLOP/s
 of the chip (data sheet); `mfu_of_measured` divides by the bf16 matmul rate measured in the
 same run instead. XLA's own count (`cost_analysis()['flops']`, recompute included) gives the
-hardware FLOPs utilisation (HFU) beside it. Cell `sft_no_remat` is the 1.4b SFT step without
-remat (it fits an H200's memory), run last if the budget allows.
+hardware FLOPs utilisation (HFU) beside it, except on GPU, where that count leaves out the
+matmuls XLA hands to cuBLAS (on an H200 it read 4.4e12 per step for both Pythia-410m and 1.4b,
+under a tenth of the model FLOPs): there `hfu` is null. Not checked on a TPU. Cell
+`sft_no_remat` is the largest model's SFT step without remat (it fits an H200's memory), run
+last if the budget allows; `--only` picks cells by name.
 
 Decode (rlft.rollout.sampler.generate, B prompts of P tokens, no EOS): one decode step is
 (t(L new tokens) - t(1 new token)) / (L - 1), which removes the prefill. Each step reads every
@@ -206,7 +212,7 @@ def train_cell(
         xla_flops=xla_flops,
         mfu=flops / step_s / peaks["peak_flops"],
         mfu_of_measured=flops / step_s / peaks["measured_flops"],
-        hfu=xla_flops / step_s / peaks["peak_flops"],
+        hfu=None if jax.default_backend() == "gpu" else xla_flops / step_s / peaks["peak_flops"],
     )
 
 
@@ -266,6 +272,7 @@ def main(argv=None) -> dict:
     p.add_argument("--prompt-len", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=53)
     p.add_argument("--budget-s", type=float, default=420, help="start no cell after this")
+    p.add_argument("--only", default="", help="cells to run, e.g. dpo,sft_no_remat (default all)")
     p.add_argument("--smoke", action="store_true", help="tiny model and shapes (CPU test)")
     p.add_argument("--out", default="", help="JSON path; default docs/benchmarks/...")
     args = p.parse_args(argv)
@@ -289,8 +296,11 @@ def main(argv=None) -> dict:
         skipped=[],
         errors={},
     )
+    only = set(filter(None, args.only.split(",")))
     for preset, what, settings in _cells(args):
         label = f"{preset}/{what}"
+        if only and what not in only:
+            continue
         if time.perf_counter() - start > args.budget_s:
             result["skipped"].append(label)
             continue
@@ -322,7 +332,7 @@ def _brief(result: dict, preset: str, what: str) -> dict:
     else:
         d = result["train"][preset][what]
         keys = ("step_s", "tokens_per_s", "mfu", "mfu_of_measured", "hfu")
-    return {k: round(d[k], 4) for k in keys}
+    return {k: None if d[k] is None else round(d[k], 4) for k in keys}
 
 
 if __name__ == "__main__":

@@ -104,3 +104,62 @@ def test_accelerator_smoke_json(tmp_path):
         dec["tokens_per_s"] / dec["bound_tokens_per_s"]
     )
     assert dec["bound_tokens_per_s_bf16_params"] > dec["bound_tokens_per_s"]
+
+
+def _h200_records() -> dict:
+    """The H200 runs' cells by (model, what), merged from the three committed records."""
+    cells = {}
+    for name in ("accelerator-h200", "accelerator-h200-dpo", "accelerator-h200-no-remat"):
+        record = json.loads((ROOT / "docs" / "benchmarks" / f"{name}.json").read_text())
+        assert record["device_kind"] == "NVIDIA H200" and not record["errors"]
+        for model, by_what in record["train"].items():
+            cells.update({(model, what): cell for what, cell in by_what.items()})
+        cells.update({(model, "decode"): cell for model, cell in record["decode"].items()})
+    return cells
+
+
+def test_readme_h200_figures_come_from_the_records():
+    """Every figure of the README's H200 table is its record's, as rounded there."""
+    cells = _h200_records()
+    readme = (ROOT / "README.md").read_text()
+    sft, no_remat = cells[("pythia-1.4b", "sft")], cells[("pythia-1.4b", "sft_no_remat")]
+    dpo, dec = cells[("pythia-1.4b", "dpo")], cells[("pythia-1.4b", "decode")]
+    rows = [
+        f"| {sft['step_s']:.3f} s, {sft['tokens_per_s']:,.0f} tokens/s | {sft['mfu']:.1%} MFU",
+        f"| {no_remat['step_s']:.3f} s, {no_remat['tokens_per_s']:,.0f} tokens/s "
+        f"| {no_remat['mfu']:.1%} MFU |",
+        f"| {dpo['step_s']:.3f} s | {dpo['mfu']:.1%} MFU |",
+        f"| {dec['tokens_per_s']:,.0f} tokens/s | {dec['fraction_of_bound']:.1%} of the",
+    ]
+    small = {w: cells[("pythia-410m", w)] for w in ("sft", "dpo", "decode")}
+    rows.append(
+        f"Pythia-410m: {small['sft']['mfu']:.1%} MFU (SFT), {small['dpo']['mfu']:.1%} (DPO), "
+        f"decode {small['decode']['fraction_of_bound']:.1%} of its bound"
+    )
+    for row in rows:
+        assert row in readme, row
+
+
+def test_h200_page_figures_come_from_the_records():
+    """docs/benchmarks/accelerator-h200.md's two tables, row by row, from the records."""
+    cells = _h200_records()
+    page = (ROOT / "docs" / "benchmarks" / "accelerator-h200.md").read_text()
+    names = {"pythia-410m": "Pythia-410m", "pythia-1.4b": "Pythia-1.4b"}
+    steps = {"sft": "SFT, remat", "sft_no_remat": "SFT, no remat", "dpo": "DPO, remat"}
+    train = [(m, w) for (m, w) in cells if w != "decode"]
+    assert len(train) == 5
+    for model, what in train:
+        c = cells[(model, what)]
+        row = (
+            f"| {names[model]} | {steps[what]} | {c['step_s']:.3f} | {c['tokens_per_s']:,.0f} "
+            f"| {c['mfu']:.1%} | {c['mfu_of_measured']:.1%} |"
+        )
+        assert row in page, row
+    for model in names:
+        c = cells[(model, "decode")]
+        row = (
+            f"| {names[model]} | {c['decode_step_s'] * 1e3:.2f} | {c['tokens_per_s']:,.0f} "
+            f"| {c['bound_tokens_per_s']:,.0f} | {c['fraction_of_bound']:.1%} "
+            f"| {c['bound_tokens_per_s_bf16_params']:,.0f} |"
+        )
+        assert row in page, row
