@@ -208,3 +208,39 @@ def test_scalar_head_init():
     np.testing.assert_allclose(kernel.std(), (cfg.d_model + 1) ** -0.5, rtol=0.05)
     assert abs(kernel.mean()) < 0.1 * (cfg.d_model + 1) ** -0.5
     assert np.all(np.asarray(head["bias"]) == 0.0)
+
+
+def test_param_shapes_trace_each_model_once(monkeypatch):
+    """Restore targets and sharding plans share one traced init per (kind, config): a second
+    abstract_params or init_state of the same models traces no model; the shapes are
+    init_params's, logical axis names included."""
+    from rlft.config import OptimConfig
+    from rlft.models.params_io import abstract_params
+    from rlft.parallel import make_mesh
+    from rlft.train.state import init_state, make_optimizer
+
+    cfg = models.model_config("tiny", d_ff=96)  # a config no other test has traced
+    calls = []
+    real = models.MODEL_KINDS["lm"]
+
+    class Counting(real):
+        def __call__(self, *args, **kwargs):
+            if self.is_initializing():
+                calls.append(1)
+            return super().__call__(*args, **kwargs)
+
+    monkeypatch.setitem(models.MODEL_KINDS, "lm", Counting)
+    models._param_shapes.cache_clear()
+    first = abstract_params("lm", cfg)
+    assert len(calls) == 1
+    assert jax.tree.map(lambda x: (x.shape, x.dtype), abstract_params("lm", cfg)) == (
+        jax.tree.map(lambda x: (x.shape, x.dtype), first)
+    )
+    assert len(calls) == 1  # cached: no second trace
+    boxed = models.param_shapes("lm", cfg)
+    direct = jax.eval_shape(lambda r: models.init_params("lm", cfg, r), jax.random.PRNGKey(0))
+    assert jax.tree.structure(boxed) == jax.tree.structure(direct)  # boxes (axis names) kept
+    calls.clear()
+    tx, _ = make_optimizer(OptimConfig(), 10)
+    init_state({"policy": ("lm", cfg)}, tx, 0, make_mesh(1, 1, devices=jax.devices()[:1]))
+    assert len(calls) == 1  # the jitted init alone; the sharding plan reused the cache

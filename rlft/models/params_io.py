@@ -27,7 +27,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from rlft.errors import CheckpointError
-from rlft.models import init_params
+from rlft.models import param_shapes
 from rlft.models.config import ModelConfig
 from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE
 from rlft.models.hf_files import load_hf_checkpoint
@@ -45,7 +45,7 @@ def abstract_params(kind: str, cfg: ModelConfig, mesh: Mesh | None = None):
     With `mesh`, each leaf carries its logical-axis sharding (orbax restores onto the mesh);
     without, orbax restores numpy arrays.
     """
-    boxed = jax.eval_shape(lambda r: init_params(kind, cfg, r), jax.random.PRNGKey(0))
+    boxed = param_shapes(kind, cfg)
     if mesh is None:
         return nn.unbox(boxed)
     shardings = logical_shardings(boxed, mesh)

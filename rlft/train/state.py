@@ -11,7 +11,7 @@ import optax
 from jax.sharding import Mesh
 
 from rlft.config import OptimConfig
-from rlft.models import ModelConfig, init_params
+from rlft.models import ModelConfig, init_params, param_shapes
 from rlft.parallel import logical_shardings
 
 
@@ -70,6 +70,15 @@ def init_state(
         )
 
     rng = jax.random.PRNGKey(seed)
-    shardings = logical_shardings(jax.eval_shape(boxed_init, rng), mesh)
+    # boxed_init's shapes without tracing the models again: their cached shapes, and the
+    # optimizer state's from them.
+    params = {role: param_shapes(kind, cfg, seq_len) for role, (kind, cfg) in roles.items()}
+    abstract = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=params,
+        opt_state=jax.eval_shape(tx.init, params),
+        rng=jax.eval_shape(lambda r: jax.random.split(r, len(roles) + 1)[-1], rng),
+    )
+    shardings = logical_shardings(abstract, mesh)
     state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
     return state, shardings
