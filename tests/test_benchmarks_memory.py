@@ -163,3 +163,37 @@ def test_h200_page_figures_come_from_the_records():
             f"| {c['bound_tokens_per_s_bf16_params']:,.0f} |"
         )
         assert row in page, row
+
+
+def test_readme_cpu_performance_table_comes_from_its_record():
+    """The README's Performance table and its reward-bound sentence, from peers-cpu.json."""
+    record = json.loads((ROOT / "docs" / "benchmarks" / "peers-cpu.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    steps, ratios = record["train_steps"], record["ratios"]
+    sampling = record["sampling"]
+    rows = [
+        f"| {sampling['rlft']['new_tokens_per_s']:,.0f} "
+        f"| {sampling['transformers']['new_tokens_per_s']:,.0f} "
+        f"| {ratios['sampling_rlft_over_transformers_tokens_per_s']:.1f}x "
+        f"| {sampling['rlft']['fraction_of_bound']:.0%} "
+        f"| {sampling['transformers']['fraction_of_bound']:.0%} |"
+    ]
+    for name in ("sft", "reward", "dpo", "dpo_precomputed"):
+        rlft, trl = steps[name]["rlft"], steps[name]["trl"]
+        ratio = ratios[f"{name}_trl_over_rlft_seconds"]
+        rows.append(
+            f"| {rlft['seconds']['median'] * 1e3:,.0f} | {trl['seconds']['median'] * 1e3:,.0f} "
+            f"| {ratio:.{2 if ratio < 1 else 1}f}x | {rlft['fraction_of_bound']:.0%} "
+            f"| {trl['fraction_of_bound']:.0%} |"
+        )
+    for row in rows:
+        assert row in readme, row
+    flops, rate = record["flops"]["train_step"]["reward"], record["matmul_bound"]["train"]
+    trl_ms = steps["reward"]["trl"]["seconds"]["median"] * 1e3
+    sentence = (
+        f"step's {flops / 1e9:.1f} GFLOP at the run's best\nmatmul rate "
+        f"({rate['best_gflops']:.0f} GFLOP/s, numpy) take {flops / rate['best_gflops'] / 1e6:.0f} "
+        f"ms, and a third of TRL's {trl_ms:.0f} ms is {trl_ms / 3:.0f} ms."
+    )
+    assert max(rate["gflops"], key=rate["gflops"].get) == "numpy"
+    assert sentence in readme, sentence
