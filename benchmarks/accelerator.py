@@ -50,8 +50,11 @@ measured_bytes_per_s from a large bf16 matmul and a bf16 reduction in this run);
 scored_tokens, model_flops and xla_flops (per step), mfu, mfu_of_measured and hfu (fractions of
 peak); `decode[model]`: decode_step_s, tokens_per_s (new tokens/s over the batch),
 bytes_per_step, bound_tokens_per_s (fp32 params) and bound_tokens_per_s_bf16_params,
-fraction_of_bound; `errors` (a cell that failed, e.g. out of memory: 1.4b does not fit a 16
-GiB chip) and `skipped` (over --budget-s).
+fraction_of_bound, temp_bytes (the compiled generate's temporaries) and kernel_bf16_bytes (a
+bf16 copy of the backbone's kernels: temporaries that large suggest XLA hoisted the cast out
+of the loop); `decode_bf16_weights[model]`: the same, the sampler given bf16 kernels (the
+same tokens: the bf16 layers cast them so anyway), bounds as decode's; `errors` (a cell that
+failed, e.g. out of memory: 1.4b does not fit a 16 GiB chip) and `skipped` (over --budget-s).
 """
 
 import argparse
@@ -73,7 +76,7 @@ from rlft.models import init_params, model_config
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
-from rlft.rollout.sampler import generate
+from rlft.rollout.sampler import _generate, generate
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
@@ -216,10 +219,31 @@ def train_cell(
     )
 
 
-def decode_cell(preset: str, batch: int, prompt_len: int, new_tokens: int, peaks: dict):
-    """Decode tokens/s of the KV-cache sampler against the HBM-bandwidth bound."""
+def bf16_kernels(params):
+    """The backbone's matmul kernels cast to bf16 (what its bf16 layers cast them to anyway);
+    the head, embeddings and LayerNorms stay float32."""
+
+    def cast(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        return x.astype(jnp.bfloat16) if names[0] == "backbone" and names[-1] == "kernel" else x
+
+    return jax.tree_util.tree_map_with_path(cast, params)
+
+
+def decode_cell(
+    preset: str,
+    batch: int,
+    prompt_len: int,
+    new_tokens: int,
+    peaks: dict,
+    bf16_weights: bool = False,
+):
+    """Decode tokens/s of the KV-cache sampler against the HBM-bandwidth bound; with
+    `bf16_weights`, of the same sampler given bf16 copies of the backbone's kernels."""
     cfg = model_config(preset, dtype="bfloat16")
     params = nn.unbox(init_params("lm", cfg, jax.random.key(0)))
+    if bf16_weights:
+        params = bf16_kernels(params)
     prompt = jax.random.randint(jax.random.key(1), (batch, prompt_len), 0, cfg.vocab_size)
     mask = jnp.ones((batch, prompt_len), bool)
 
@@ -228,6 +252,17 @@ def decode_cell(preset: str, batch: int, prompt_len: int, new_tokens: int, peaks
         return lambda: generate(cfg, params, prompt, mask, jax.random.key(2), **kw).tokens
 
     full, first = _best_time(run(new_tokens), 3), _best_time(run(1), 3)
+    # Whether XLA hoisted the kernels' bf16 cast out of the decode loop shows in the program's
+    # temporaries: a hoisted cast keeps a bf16 copy of every kernel (kernel_bf16_bytes) there.
+    kw = dict(max_new_tokens=new_tokens, temperature=1.0, eos_id=None, pad_id=0)
+    memory = _generate.lower(cfg, params, prompt, mask, jax.random.key(2), **kw)
+    memory = memory.compile().memory_analysis()
+    kernel_bytes = sum(
+        2 * x.size
+        for path, x in jax.tree_util.tree_leaves_with_path(params)
+        if getattr(path[0], "key", None) == "backbone"
+        and getattr(path[-1], "key", None) == "kernel"
+    )
     step_s = max(full - first, 1e-9) / (new_tokens - 1)
     kv = 2 * cfg.num_layers * batch * (prompt_len + new_tokens) * cfg.d_model * 2
     n = token_params(cfg)
@@ -245,12 +280,15 @@ def decode_cell(preset: str, batch: int, prompt_len: int, new_tokens: int, peaks
         bound_tokens_per_s_bf16_params=batch * peaks["hbm_bytes_per_s"] / (2 * n + kv),
         fraction_of_bound=batch / step_s / bound,
         generate_s=full,
+        temp_bytes=getattr(memory, "temp_size_in_bytes", None),
+        kernel_bf16_bytes=kernel_bytes,
     )
 
 
 def _cells(args) -> list[tuple[str, str, dict]]:
     """(model, what, settings) in run order, the issue's goals first: every model's SFT, then
-    decode, then DPO; last, the largest model's SFT without remat."""
+    decode, then DPO; then the largest model's SFT without remat; last, decode given bf16
+    kernels."""
     models = args.models.split(",")
     train = {
         o: dict(rows=2 if args.smoke else r, seq_len=args.seq_len, steps=args.steps)
@@ -260,7 +298,8 @@ def _cells(args) -> list[tuple[str, str, dict]]:
     out = [(m, "sft", train["sft"]) for m in models]
     out += [(m, "decode", decode) for m in models]
     out += [(m, "dpo", train["dpo"]) for m in models]
-    return out + [(models[-1], "sft_no_remat", {**train["sft"], "remat": False})]
+    out += [(models[-1], "sft_no_remat", {**train["sft"], "remat": False})]
+    return out + [(m, "decode_bf16_weights", {**decode, "bf16_weights": True}) for m in models]
 
 
 def main(argv=None) -> dict:
@@ -305,8 +344,9 @@ def main(argv=None) -> dict:
             result["skipped"].append(label)
             continue
         try:
-            if what == "decode":
-                result["decode"][preset] = decode_cell(preset, **settings, peaks=peaks)
+            if what.startswith("decode"):
+                cell = decode_cell(preset, **settings, peaks=peaks)
+                result.setdefault(what, {})[preset] = cell
             else:
                 objective = what.removesuffix("_no_remat")
                 cell = train_cell(preset, objective, **settings, peaks=peaks)
@@ -326,8 +366,8 @@ def _brief(result: dict, preset: str, what: str) -> dict:
     """The line printed per cell: MFU or decode tokens/s, or the error."""
     if f"{preset}/{what}" in result["errors"]:
         return {"error": result["errors"][f"{preset}/{what}"]}
-    if what == "decode":
-        d = result["decode"][preset]
+    if what.startswith("decode"):
+        d = result[what][preset]
         keys = ("tokens_per_s", "bound_tokens_per_s", "fraction_of_bound")
     else:
         d = result["train"][preset][what]

@@ -104,6 +104,39 @@ def test_accelerator_smoke_json(tmp_path):
         dec["tokens_per_s"] / dec["bound_tokens_per_s"]
     )
     assert dec["bound_tokens_per_s_bf16_params"] > dec["bound_tokens_per_s"]
+    assert dec["kernel_bf16_bytes"] > 0 and dec["temp_bytes"] > 0
+    bf16 = result["decode_bf16_weights"]["tiny"]
+    assert bf16["tokens_per_s"] > 0 and bf16["bound_tokens_per_s"] == dec["bound_tokens_per_s"]
+
+
+def test_bf16_kernels_sample_the_same_tokens():
+    """The decode_bf16_weights cell compares like with like: bf16 layers cast their kernels
+    to bf16 anyway, so the sampler given bf16 kernels draws the same tokens and log-probs."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rlft.models import init_params, model_config
+    from rlft.rollout.sampler import generate
+
+    acc = _load("accelerator")
+    cfg = model_config("tiny", dtype="bfloat16")
+    params = nn.unbox(init_params("lm", cfg, jax.random.key(0)))
+    cast = acc.bf16_kernels(params)
+    dtypes = {
+        jax.tree_util.keystr(k): x.dtype for k, x in jax.tree_util.tree_leaves_with_path(cast)
+    }
+    assert dtypes["['backbone']['layer_0']['mlp']['up']['kernel']"] == jnp.bfloat16
+    assert dtypes["['backbone']['layer_0']['mlp']['up']['bias']"] == jnp.float32
+    assert dtypes["['embed_out']['kernel']"] == jnp.float32  # the float32 head stays
+    prompt = jax.random.randint(jax.random.key(1), (3, 6), 0, cfg.vocab_size)
+    kw = dict(max_new_tokens=5, temperature=1.0, eos_id=None, pad_id=0)
+    mask = jnp.ones((3, 6), bool)
+    a = generate(cfg, params, prompt, mask, jax.random.key(2), **kw)
+    b = generate(cfg, cast, prompt, mask, jax.random.key(2), **kw)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_array_equal(a.logp, b.logp)
 
 
 def _h200_records() -> dict:
