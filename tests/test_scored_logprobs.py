@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from rlft.models import (
-    head_logits,
+    head_logits_VxN,
+    head_target_logits,
     init_params,
     lm_head_kernels,
     lm_head_logits,
@@ -342,6 +343,8 @@ def test_first_argmax_equals_numpy_argmax_with_ties_and_minus_inf():
         ]
     ).astype(np.float32)
     np.testing.assert_array_equal(first_argmax(jnp.asarray(x_NxV)), np.argmax(x_NxV, axis=-1))
+    x_VxN = jnp.asarray(np.ascontiguousarray(x_NxV.T))  # the train steps' layout
+    np.testing.assert_array_equal(first_argmax(x_VxN, axis=0), np.argmax(x_NxV, axis=-1))
     with_nan_V = np.zeros(11, np.float32)
     with_nan_V[4] = np.nan
     assert int(first_argmax(jnp.asarray(with_nan_V[None]))[0]) == 10
@@ -349,25 +352,35 @@ def test_first_argmax_equals_numpy_argmax_with_ties_and_minus_inf():
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_head_logits_equal_the_heads_values_and_gradients(params, dtype):
-    """`head_logits` (forward from the stored [D, V] kernel, gradient through its [V, D]
-    transpose) against autodiff of the head module itself: logits bit-equal, the kernel's and
-    the hidden states' gradients equal to float rounding, in the hidden states' dtype."""
+    """`head_logits_VxN` (forward from the stored [D, V] kernel, vocabulary-major, gradient
+    through the [V, D] transpose) and `head_target_logits` against autodiff of the head
+    module itself: logits transposed and the targets' entries equal to float rounding, the
+    kernel's and the hidden states' gradients too, in the hidden states' dtype."""
     lm = params["policy"]
-    h = jax.random.normal(jax.random.key(5), (3, 7, CFG.d_model)).astype(dtype)
-    w = jax.random.normal(jax.random.key(6), (3, 7, CFG.vocab_size))
+    h_NxD = jax.random.normal(jax.random.key(5), (21, CFG.d_model)).astype(dtype)
+    w_NxV = jax.random.normal(jax.random.key(6), (21, CFG.vocab_size))
+    targets_N = jax.random.randint(jax.random.key(7), (21,), 0, CFG.vocab_size)
+    w_N = jax.random.normal(jax.random.key(8), (21,))
 
-    def loss(head, p, h):
-        return jnp.sum(jnp.sin(head(p, h)) * w)
+    def loss(head, target, p, h):
+        return jnp.sum(jnp.sin(head(p, h)) * w_NxV) + jnp.sum(jnp.cos(target(p, h)) * w_N)
 
-    def ours(p, h):
-        return head_logits(*lm_head_kernels(p), h)
+    def ours_head(p, h):
+        return head_logits_VxN(*lm_head_kernels(p), h).T
 
-    def theirs(p, h):
+    def ours_target(p, h):
+        return head_target_logits(lm_head_kernels(p)[1], h, targets_N)
+
+    def theirs_head(p, h):
         return lm_head_logits(CFG, p, h)
 
-    np.testing.assert_array_equal(ours(lm, h), theirs(lm, h))
-    got = jax.grad(functools.partial(loss, ours), argnums=(0, 1))(lm, h)
-    want = jax.grad(functools.partial(loss, theirs), argnums=(0, 1))(lm, h)
+    def theirs_target(p, h):
+        return jnp.take_along_axis(theirs_head(p, h), targets_N[:, None], axis=1)[:, 0]
+
+    np.testing.assert_allclose(ours_head(lm, h_NxD), theirs_head(lm, h_NxD), atol=1e-6)
+    np.testing.assert_allclose(ours_target(lm, h_NxD), theirs_target(lm, h_NxD), atol=1e-6)
+    got = jax.grad(functools.partial(loss, ours_head, ours_target), argnums=(0, 1))(lm, h_NxD)
+    want = jax.grad(functools.partial(loss, theirs_head, theirs_target), argnums=(0, 1))(lm, h_NxD)
     assert got[1].dtype == dtype
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-5)

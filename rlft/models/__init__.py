@@ -29,7 +29,8 @@ __all__ = [
     "ScalarModel",
     "bilinear_reward",
     "causal_mask",
-    "head_logits",
+    "head_logits_VxN",
+    "head_target_logits",
     "init_kv_cache",
     "init_params",
     "last_index",
@@ -129,35 +130,50 @@ def scalar_values(
 
 def lm_head_kernels(params) -> tuple[jax.Array, jax.Array]:
     """The head's float32 kernel as stored, [D, V] (gradient stopped), and transposed, [V, D],
-    for `head_logits`, which differentiates through the second. Take them once per step,
-    outside any loop over chunks: the transpose is then one copy forward and one backward."""
+    for `head_logits_VxN` and `head_target_logits`, which differentiate through the second.
+    Take them once per step, outside any loop over chunks: the transpose is then one copy
+    forward and one backward."""
     kernel_DxV = params["embed_out"]["kernel"]
     return jax.lax.stop_gradient(kernel_DxV), kernel_DxV.T
 
 
 @jax.custom_vjp
-def head_logits(kernel_DxV: jax.Array, kernel_VxD: jax.Array, h_NxD: jax.Array) -> jax.Array:
-    """`lm_head_logits` from both layouts of its kernel (`lm_head_kernels`): float32 logits
-    [..., V] of hidden states [..., D], computed from kernel_DxV (bit-equal to it), with the
-    kernel's gradient returned for kernel_VxD (none for kernel_DxV) and hidden states'
-    gradient in their dtype. Why: with the gradient taken as g^T h [V, D] instead of h^T g
-    [D, V], XLA CPU ran the chunked head's forward and backward about 1.7x faster, and the
-    [D, V] forward a few percent faster than the [V, D] one (issue 9, at Pythia's
-    vocabulary); reading each layout where it is fast took 8-14% off an SFT or DPO step
-    there (docs/benchmarks/peers-cpu.md). Wrong if kernel_VxD is not kernel_DxV.T.
+def head_logits_VxN(kernel_DxV: jax.Array, kernel_VxD: jax.Array, h_NxD: jax.Array) -> jax.Array:
+    """`lm_head_logits` of hidden states h [N, D], vocabulary-major: float32 logits [V, N]
+    (the transpose of the head's [N, V]), from both layouts of its kernel (`lm_head_kernels`).
+    The forward reads kernel_DxV; the kernel's gradient is returned for kernel_VxD (none for
+    kernel_DxV) and the hidden states' in their dtype. Wrong if kernel_VxD is not
+    kernel_DxV.T.
+
+    Why this layout (issue 9, XLA CPU at Pythia's vocabulary, 16 x 29 positions per chunk):
+    a log-softmax reduced along a contiguous 50,304-wide row cost about as much as the
+    head's matmul itself, reduced across rows (axis 0 here) about a third of it; the [V, N]
+    forward matmul ran at 110 GFLOP/s against 88 for [N, V], and the backward's products
+    g h [V, D] and g^T W [N, D] at 194 and 155. One chunk's head, log-probs and gradient
+    took 188 ms instead of 456 (docs/benchmarks/peers-cpu.md).
     """
-    return jnp.einsum("...d,dv->...v", h_NxD.astype(jnp.float32), kernel_DxV)
+    return jnp.einsum("dv,nd->vn", kernel_DxV, h_NxD.astype(jnp.float32))
 
 
 def _head_logits_fwd(kernel_DxV, kernel_VxD, h_NxD):
-    return head_logits(kernel_DxV, kernel_VxD, h_NxD), (kernel_DxV, h_NxD)
+    return head_logits_VxN(kernel_DxV, kernel_VxD, h_NxD), (kernel_VxD, h_NxD)
 
 
-def _head_logits_bwd(residuals, g_NxV):
-    kernel_DxV, h_NxD = residuals
-    dh_NxD = jnp.einsum("...v,dv->...d", g_NxV, kernel_DxV).astype(h_NxD.dtype)
-    dkernel_VxD = jnp.einsum("...v,...d->vd", g_NxV, h_NxD.astype(jnp.float32))
+def _head_logits_bwd(residuals, g_VxN):
+    kernel_VxD, h_NxD = residuals
+    dh_NxD = jnp.einsum("vn,vd->nd", g_VxN, kernel_VxD).astype(h_NxD.dtype)
+    dkernel_VxD = jnp.einsum("vn,nd->vd", g_VxN, h_NxD.astype(jnp.float32))
     return None, dkernel_VxD, dh_NxD
 
 
-head_logits.defvjp(_head_logits_fwd, _head_logits_bwd)
+head_logits_VxN.defvjp(_head_logits_fwd, _head_logits_bwd)
+
+
+def head_target_logits(kernel_VxD: jax.Array, h_NxD: jax.Array, targets_N: jax.Array) -> jax.Array:
+    """float32 logit [N] of each row's target token: h_n . kernel[:, target_n], from the
+    target rows of kernel_VxD (`lm_head_kernels`). Equal to `head_logits_VxN`'s entries
+    [targets_N, n] to float rounding (another summation order); its gradient reaches the
+    kernel as a scatter into N rows of [V, D], where a gather from [V, N] logits would
+    scatter into all of them (a [V, N] buffer per chunk in the backward)."""
+    rows_NxD = jnp.take(kernel_VxD, targets_N, axis=0)
+    return jnp.einsum("nd,nd->n", h_NxD.astype(jnp.float32), rows_NxD)

@@ -20,22 +20,29 @@ is the memory trick of chunked/fused linear cross-entropy (Liger-Kernel; Wijmans
 import jax
 import jax.numpy as jnp
 
-from rlft.models import ModelConfig, head_logits, lm_head_kernels, lm_hidden
+from rlft.models import (
+    ModelConfig,
+    head_logits_VxN,
+    head_target_logits,
+    lm_head_kernels,
+    lm_hidden,
+)
 
 # Positions per LM-head chunk. At Pythia's vocabulary (50,304) and 16 rows that is
 # 16 x 32 x 50,304 x 4 bytes = 103 MB of float32 logits per chunk, not 377 MB for T = 117.
 CHUNK_LEN = 32
 
 
-def first_argmax(x_NxV: jax.Array) -> jax.Array:
-    """int32 index [...] of the first maximum along the last axis of x [..., V]: jnp.argmax's
+def first_argmax(x_NxV: jax.Array, axis: int = -1) -> jax.Array:
+    """int32 index of the first maximum along `axis` of x (the other axes kept): jnp.argmax's
     result for rows without NaN, as one max pass and one min-index pass, because XLA's CPU
     backend lowers argmax to an unvectorised variadic reduction (measured in issue 9). A row
     holding NaN gives its last index, not the NaN's.
     """
-    v = x_NxV.shape[-1]
-    max_Nx1 = jnp.max(x_NxV, axis=-1, keepdims=True)
-    first_N = jnp.min(jnp.where(x_NxV == max_Nx1, jnp.arange(v), v), axis=-1)
+    v = x_NxV.shape[axis]
+    max_Nx1 = jnp.max(x_NxV, axis=axis, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x_NxV.shape, axis % x_NxV.ndim)
+    first_N = jnp.min(jnp.where(x_NxV == max_Nx1, iota, v), axis=axis)
     return jnp.minimum(first_N, v - 1).astype(jnp.int32)
 
 
@@ -138,16 +145,22 @@ def scored_token_stats(
         split(loss_mask_BxT[:, 1:].astype(bool)),
     )
 
-    kernels = lm_head_kernels(params)  # [D, V] and [V, D], outside the chunk loop
+    kernel_DxV, kernel_VxD = lm_head_kernels(params)  # outside the chunk loop
 
     def compute(h_BxSxD, targets_BxS):
-        logits_BxSxV = head_logits(*kernels, h_BxSxD)
-        out = {"logp": logprobs_from_logits(logits_BxSxV, targets_BxS, temperature)}
-        if entropy:
-            out["entropy"] = entropy_from_logits(logits_BxSxV, temperature)
+        # Vocabulary-major: logits [V, B * S], each distribution a column, reduced along
+        # axis 0 (why: `head_logits_VxN`); the target's logit from its kernel row.
+        h_NxD, targets_N = h_BxSxD.reshape(-1, h_BxSxD.shape[-1]), targets_BxS.reshape(-1)
+        logits_VxN = head_logits_VxN(kernel_DxV, kernel_VxD, h_NxD) / temperature
+        lse_N = jax.nn.logsumexp(logits_VxN, axis=0)
+        target_N = head_target_logits(kernel_VxD, h_NxD, targets_N) / temperature
+        out = {"logp": target_N - lse_N}
+        if entropy:  # as entropy_from_logits, along axis 0
+            logp_VxN = logits_VxN - lse_N
+            out["entropy"] = -jnp.sum(jnp.exp(logp_VxN) * logp_VxN, axis=0)
         if hits:
-            out["hits"] = first_argmax(logits_BxSxV) == targets_BxS
-        return out
+            out["hits"] = first_argmax(logits_VxN, axis=0) == targets_N
+        return {k: v.reshape(targets_BxS.shape) for k, v in out.items()}
 
     @jax.checkpoint  # the backward recomputes one chunk's logits instead of storing them all
     def chunk(x):
