@@ -171,6 +171,8 @@ def test_readme_h200_figures_come_from_the_records():
     )
     for row in rows:
         assert row in readme, row
+    unrounded = f"The DPO ratio is {ratios['dpo_trl_over_rlft_seconds']:.2f} unrounded"
+    assert unrounded in readme, unrounded
 
 
 def test_h200_page_figures_come_from_the_records():
@@ -221,6 +223,8 @@ def test_readme_cpu_performance_table_comes_from_its_record():
         )
     for row in rows:
         assert row in readme, row
+    unrounded = f"The DPO ratio is {ratios['dpo_trl_over_rlft_seconds']:.2f} unrounded"
+    assert unrounded in readme, unrounded
     flops, rate = record["flops"]["train_step"]["reward"], record["matmul_bound"]["train"]
     trl_ms = steps["reward"]["trl"]["seconds"]["median"] * 1e3
     sentence = (

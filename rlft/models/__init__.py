@@ -145,12 +145,12 @@ def head_logits_VxN(kernel_DxV: jax.Array, kernel_VxD: jax.Array, h_NxD: jax.Arr
     kernel_DxV) and the hidden states' in their dtype. Wrong if kernel_VxD is not
     kernel_DxV.T.
 
-    Why this layout (issue 9, XLA CPU at Pythia's vocabulary, 16 x 29 positions per chunk):
-    a log-softmax reduced along a contiguous 50,304-wide row cost about as much as the
-    head's matmul itself, reduced across rows (axis 0 here) about a third of it; the [V, N]
-    forward matmul ran at 110 GFLOP/s against 88 for [N, V], and the backward's products
-    g h [V, D] and g^T W [N, D] at 194 and 155. One chunk's head, log-probs and gradient
-    took 188 ms instead of 456 (docs/benchmarks/peers-cpu.md).
+    Why this layout (issue 9, XLA CPU at Pythia's vocabulary, one chunk of 16 x 29 positions):
+    a log-softmax reduced along each contiguous 50,304-wide row of [N, V] logits, and the
+    scatter of a gather's gradient into them, cost more than the head's matmul itself; reduced
+    across rows (axis 0 here), with the target's logit from `head_target_logits`, the chunk's
+    forward ran 2.4x and its forward + backward 1.8x faster, the matmuls at the same rates in
+    both layouts (`python benchmarks/head_layout.py`; docs/benchmarks/peers-cpu.md).
     """
     return jnp.einsum("dv,nd->vn", kernel_DxV, h_NxD.astype(jnp.float32))
 

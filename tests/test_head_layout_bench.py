@@ -1,0 +1,24 @@
+"""benchmarks/head_layout.py end to end at a small vocabulary: both layouts run and agree."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_head_layout_benchmark_runs_and_the_layouts_agree():
+    out = subprocess.run(
+        [sys.executable, "benchmarks/head_layout.py", "--vocab=257", "--rows=3", "--reps=1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    for name in ("token-major", "vocab-major"):
+        assert re.search(rf"^{name} +forward +[\d.]+ ms +forward \+ backward +[\d.]+ ms", out, re.M)
+    assert "token-major / vocab-major time: forward" in out
+    diff = float(re.search(r"largest entry: (\S+)", out).group(1))
+    assert diff < 1e-5, out
