@@ -59,26 +59,25 @@ def init_state(
     Returns (state, shardings); the shardings tree mirrors the state.
     """
 
+    def fresh_state(params, rng):  # the one place that spells out a fresh TrainState
+        return TrainState(
+            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng
+        )
+
     def boxed_init(rng):
         keys = jax.random.split(rng, len(roles) + 1)
         params = {
             role: init_params(kind, cfg, keys[i], seq_len)
             for i, (role, (kind, cfg)) in enumerate(sorted(roles.items()))
         }
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=keys[-1]
-        )
+        return fresh_state(params, keys[-1])
 
     rng = jax.random.PRNGKey(seed)
     # boxed_init's shapes without tracing the models again: their cached shapes, and the
-    # optimizer state's from them.
+    # rest of the state from them.
     params = {role: param_shapes(kind, cfg, seq_len) for role, (kind, cfg) in roles.items()}
-    abstract = TrainState(
-        step=jax.ShapeDtypeStruct((), jnp.int32),
-        params=params,
-        opt_state=jax.eval_shape(tx.init, params),
-        rng=jax.eval_shape(lambda r: jax.random.split(r, len(roles) + 1)[-1], rng),
-    )
+    state_rng = jax.eval_shape(lambda r: jax.random.split(r, len(roles) + 1)[-1], rng)
+    abstract = jax.eval_shape(fresh_state, params, state_rng)
     shardings = logical_shardings(abstract, mesh)
     state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
     return state, shardings
