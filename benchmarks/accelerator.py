@@ -76,7 +76,7 @@ from rlft.models import init_params, model_config
 from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import make_mesh, shard_batch
-from rlft.rollout.sampler import _generate
+from rlft.rollout.sampler import generate
 from rlft.train.state import init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
@@ -251,9 +251,11 @@ def decode_cell(
     prompt = jax.random.randint(jax.random.key(1), (batch, prompt_len), 0, cfg.vocab_size)
     mask = jnp.ones((batch, prompt_len), bool)
 
-    def compiled(n):  # generate's program for n new tokens, compiled once (what generate runs)
+    def compiled(n):  # generate's program for n new tokens, compiled once (what generate runs:
+        # its padding check does nothing under a trace, the rest is its own jitted program)
         kw = dict(max_new_tokens=n, temperature=1.0, eos_id=None, pad_id=0)
-        return _generate.lower(cfg, params, prompt, mask, jax.random.key(2), **kw).compile()
+        program = jax.jit(generate, static_argnums=0, static_argnames=tuple(kw))
+        return program.lower(cfg, params, prompt, mask, jax.random.key(2), **kw).compile()
 
     def run(program):
         return lambda: program(params, prompt, mask, jax.random.key(2)).tokens
