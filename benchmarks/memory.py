@@ -152,7 +152,8 @@ def compiled_memory(
         donate_argnums=0,
     )
     start = time.perf_counter()
-    stats = step.lower(state, batch).compile().memory_analysis()
+    with jax.set_mesh(mesh):  # as rlft.train.loop traces it: rlft.parallel.constrain_batch
+        stats = step.lower(state, batch).compile().memory_analysis()
     return stats, time.perf_counter() - start
 
 

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rlft.models.config import ModelConfig
+from rlft.parallel.mesh import constrain_batch
 
 # Per layer: (k_cache_BxHxSxK, v_cache_BxHxSxK). Heads before slots, so a decode step's
 # attention einsums read each buffer in place; [B, S, H, K] made XLA copy and transpose every
@@ -195,6 +196,7 @@ class Backbone(nn.Module):
             name="embed_in",
             embedding_init=_kernel("vocab", "embed"),
         )(tokens_BxT).astype(cfg.dtype)
+        x_BxTxD = constrain_batch(x_BxTxD)  # rows split over the mesh, as are the tokens
         block_cls = nn.remat(Block) if cfg.remat else Block
         new_cache = [] if cache is not None else None
         for i in range(cfg.num_layers):
@@ -202,6 +204,7 @@ class Backbone(nn.Module):
             x_BxTxD, c = block_cls(cfg, name=f"layer_{i}")(
                 x_BxTxD, positions_BxT, mask_BxTxS, layer_cache, cache_index
             )
+            x_BxTxD = constrain_batch(x_BxTxD)
             if cache is not None:
                 new_cache.append(c)
         return _layer_norm(cfg, "final_ln")(x_BxTxD), new_cache

@@ -27,6 +27,7 @@ from rlft.models import (
     lm_head_kernels,
     lm_hidden,
 )
+from rlft.parallel.mesh import constrain_batch
 
 # Positions per LM-head chunk. At Pythia's vocabulary (50,304) and 16 rows that is
 # 16 x 32 x 50,304 x 4 bytes = 103 MB of float32 logits per chunk, not 377 MB for T = 117.
@@ -151,7 +152,10 @@ def scored_token_stats(
         # Vocabulary-major: logits [V, B * S], each distribution a column, reduced along
         # axis 0 (why: `head_logits_VxN`); the target's logit from its kernel row.
         h_NxD, targets_N = h_BxSxD.reshape(-1, h_BxSxD.shape[-1]), targets_BxS.reshape(-1)
-        logits_VxN = head_logits_VxN(kernel_DxV, kernel_VxD, h_NxD) / temperature
+        h_NxD = constrain_batch(h_NxD)  # each device its rows' logits (rlft.parallel.mesh)
+        logits_VxN = constrain_batch(
+            head_logits_VxN(kernel_DxV, kernel_VxD, h_NxD) / temperature, axis=1
+        )
         lse_N = jax.nn.logsumexp(logits_VxN, axis=0)
         target_N = head_target_logits(kernel_VxD, h_NxD, targets_N) / temperature
         out = {"logp": target_N - lse_N}

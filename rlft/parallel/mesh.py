@@ -48,6 +48,31 @@ def logical_shardings(boxed_tree, mesh: Mesh):
     return nn.logical_to_mesh_sharding(specs, mesh, LOGICAL_RULES)
 
 
+def constrain_batch(x: jax.Array, axis: int = 0) -> jax.Array:
+    """x with dimension `axis` split over the batch axes (`BATCH_AXES`) of the mesh it is being
+    traced under (`jax.set_mesh`), its other dimensions whole: the activations' layout of
+    ZeRO-3 / FSDP data parallelism (each device its rows, every parameter gathered). Without
+    it XLA's sharding propagation met the fsdp-sharded `embed` dimension of the kernels by
+    contracting over it instead: every device computed partial activations and LM-head logits
+    for every row of the global batch, then summed them across devices (all-reduce) - the
+    Pythia-410m PPO step's temporaries on an 8-way fsdp mesh were 14.4 GiB per device against
+    5.3 with this constraint (`python benchmarks/memory.py`, tpu/README.md).
+
+    The identity outside a mesh context, on a mesh without both batch axes or of one device
+    along them, and where x.shape[axis] is not a multiple of their size (the sampler's small
+    batches); so single-device code, tests and the sampler trace exactly as before.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
+        return x
+    ways = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+    if ways == 1 or x.shape[axis] % ways:
+        return x
+    spec = [None] * x.ndim
+    spec[axis] = BATCH_AXES
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(*spec))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) dim split over every device; other dims replicated."""
     return NamedSharding(mesh, PartitionSpec(BATCH_AXES))

@@ -152,6 +152,13 @@ def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None
         data = bundle_from_config(run.data, progress=progress)
     check_data_fits(run, data)
     mesh = make_mesh(run.mesh.data, run.mesh.fsdp)
+    # Everything traced for this run (train step, rollout, reference and reward passes) sees
+    # the mesh, so rlft.parallel.constrain_batch keeps each device to its own rows.
+    with jax.set_mesh(mesh):
+        return _train_on(run, workdir, progress, data, stop, mesh)
+
+
+def _train_on(run: RunConfig, workdir: str, progress: bool, data: DataBundle, stop: int, mesh):
     stage = build_stage(run, mesh, workdir, data)
     tx, schedule = make_optimizer(run.optim, run.total_steps * stage.updates_per_step)
     spec = StepSpec(run.objective, stage.models, run.hparams, tx, schedule, run.optim.accum_steps)
