@@ -234,3 +234,45 @@ def test_readme_cpu_performance_table_comes_from_its_record():
     )
     assert max(rate["gflops"], key=rate["gflops"].get) == "numpy"
     assert sentence in readme, sentence
+
+
+def tpu_readme_memory_rows() -> list[str]:
+    """tpu/README.md's memory table, row by row, from memory-cpu.json (the script's default
+    scheduler) and memory-cpu-default-scheduler.json (XLA CPU's own, DPO cells)."""
+    gib = 2**30
+    records = ROOT / "docs" / "benchmarks"
+    rows = json.loads((records / "memory-cpu.json").read_text())["rows"]
+    other = json.loads((records / "memory-cpu-default-scheduler.json").read_text())["rows"]
+    other_peak = {(r["model"], r["objective"], r["fsdp"]): r["peak_bytes"] for r in other}
+    hbm = {"v5e": 16, "v4": 32}
+    out = []
+    for r in rows:
+        one = r["fsdp"] == 1
+        peak = r["peak_bytes"] / gib
+        compiled = f"{r['argument_bytes'] / gib:.2f} + {r['temp_bytes'] / gib:.2f} = "
+        compiled += f"**{peak:.2f}**" if one else f"{peak:.2f} (upper bound)"
+        ds = other_peak.get((r["model"], r["objective"], r["fsdp"]))
+        frozen = r["frozen_bytes"] / gib
+        total = min(peak, ds / gib if ds else peak) + frozen
+        analytic = (r["analytic_bytes"] + r["frozen_bytes"]) / gib
+        fits = []
+        for size in hbm.values():
+            if total <= size:
+                fits.append("**yes**")
+            elif not one and analytic <= size:
+                fits.append(f"analytic only ({analytic:.1f})")
+            else:
+                fits.append("no")
+        out.append(
+            f"| {r['model']} | {'DPO, 2 pairs' if r['objective'] == 'dpo' else 'PPO, 4 rows'} "
+            f"| {'1 chip' if one else 'fsdp 8'} | {compiled} | {f'{ds / gib:.2f}' if ds else ''} "
+            f"| {r['analytic_bytes'] / gib:.2f} | {frozen:.2f} "
+            f"| {'' if one else '<= '}{total:.2f} | {fits[0]} | {fits[1]} |"
+        )
+    return out
+
+
+def test_tpu_readme_memory_table_comes_from_the_records():
+    readme = (ROOT / "tpu" / "README.md").read_text()
+    for row in tpu_readme_memory_rows():
+        assert row in readme, row
