@@ -223,8 +223,6 @@ def test_readme_cpu_performance_table_comes_from_its_record():
         assert row in readme, row
     unrounded = f"The DPO ratio is {ratios['dpo_trl_over_rlft_seconds']:.2f} unrounded"
     assert unrounded in readme, unrounded
-    unrounded = f"The DPO ratio is {ratios['dpo_trl_over_rlft_seconds']:.2f} unrounded"
-    assert unrounded in readme, unrounded
     flops, rate = record["flops"]["train_step"]["reward"], record["matmul_bound"]["train"]
     trl_ms = steps["reward"]["trl"]["seconds"]["median"] * 1e3
     sentence = (

@@ -385,3 +385,16 @@ def test_head_logits_equal_the_heads_values_and_gradients(params, dtype):
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), atol=1e-5)
     assert float(jnp.max(jnp.abs(got[0]["embed_out"]["kernel"]))) > 0.1  # not vacuous
+
+
+def test_scored_logprobs_never_exceed_zero_when_peaked(params):
+    """A target's log-prob is <= 0 even where softmax is ~1 at large logits: the target logit
+    (its own dot) and the normaliser (the logits' matmul) round apart there (6e-5 above 0
+    measured before the clamp at 300x the head's scale)."""
+    lm = dict(params["policy"], embed_out={"kernel": params["policy"]["embed_out"]["kernel"] * 300})
+    tokens, mask, loss_mask = rows(np.random.default_rng(3), [P] * 3, [R] * 3)
+    greedy = np.argmax(np.asarray(lm_logits(CFG, lm, tokens, mask)), axis=-1)[:, :-1]
+    tokens = np.concatenate([tokens[:, :1], greedy], axis=1).astype(np.int32)
+    logp = scored_token_stats(CFG, lm, tokens, mask, loss_mask)["logp"]
+    assert float(jnp.max(logp)) <= 0.0
+    assert float(jnp.max(jnp.where(loss_mask, logp, -1.0))) > -1e-3  # peaked: not vacuous

@@ -158,7 +158,10 @@ def scored_token_stats(
         )
         lse_N = jax.nn.logsumexp(logits_VxN, axis=0)
         target_N = head_target_logits(kernel_VxD, h_NxD, targets_N) / temperature
-        out = {"logp": target_N - lse_N}
+        # The target's logit comes from another dot than the logits' matmul; where p -> 1 the
+        # two roundings could put log p a hair above 0 (6e-5 at logits ~1e3), so clamp it
+        # (the gradient there, p - 1 -> 0, is lost only where it vanishes anyway).
+        out = {"logp": jnp.minimum(target_N - lse_N, 0.0)}
         if entropy:  # as entropy_from_logits, along axis 0
             logp_VxN = logits_VxN - lse_N
             out["entropy"] = -jnp.sum(jnp.exp(logp_VxN) * logp_VxN, axis=0)

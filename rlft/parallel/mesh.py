@@ -60,7 +60,8 @@ def constrain_batch(x: jax.Array, axis: int = 0) -> jax.Array:
 
     The identity outside a mesh context, on a mesh without both batch axes or of one device
     along them, and where x.shape[axis] is not a multiple of their size (the sampler's small
-    batches); so single-device code, tests and the sampler trace exactly as before.
+    batches); so single-device code, tests and the sampler trace exactly as before. Not for
+    use under `jax.vmap`, where `axis` would count the per-example dimensions.
     """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty or not set(BATCH_AXES) <= set(mesh.axis_names):
