@@ -244,3 +244,19 @@ def test_param_shapes_trace_each_model_once(monkeypatch):
     tx, _ = make_optimizer(OptimConfig(), 10)
     init_state({"policy": ("lm", cfg)}, tx, 0, make_mesh(1, 1, devices=jax.devices()[:1]))
     assert len(calls) == 1  # the jitted init alone; the sharding plan reused the cache
+
+
+def test_gelu_exact_matches_float64_erf_and_its_derivative():
+    """Against math.erf in float64: GELU(x) = x Phi(x), GELU'(x) = Phi(x) + x phi(x)."""
+    import math
+
+    from rlft.models.transformer import gelu_exact
+
+    x = np.concatenate([np.linspace(-12, 12, 2001), np.random.default_rng(0).normal(0, 3, 999)])
+    phi_cdf = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    phi_pdf = np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+    x32 = jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(np.asarray(gelu_exact(x32)), x * phi_cdf, atol=2e-6, rtol=2e-6)
+    grad = jax.vmap(jax.grad(gelu_exact))(x32)
+    np.testing.assert_allclose(np.asarray(grad), phi_cdf + x * phi_pdf, atol=2e-6, rtol=2e-6)
+    assert gelu_exact(x32.astype(jnp.bfloat16)).dtype == jnp.bfloat16

@@ -60,6 +60,18 @@ def apply_rotary(
     return jnp.concatenate([x_rot.astype(x_BxTxHxK.dtype), x_BxTxHxK[..., rotary_dim:]], axis=-1)
 
 
+def gelu_exact(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, x * (1 + erf(x / sqrt 2)) / 2, elementwise, any shape and dtype.
+
+    The formula of torch's `F.gelu` (Hendrycks & Gimpel 2016), which Hugging Face's GPT-NeoX
+    applies for `hidden_act="gelu"`. `jax.nn.gelu(approximate=False)` computes the same
+    function through `erfc`, a piecewise approximation XLA CPU evaluates with selects: about
+    3% of a Pythia-shaped DPO step and 4% of a reward-model step (issue 9); erf's single
+    rational approximation is as accurate (both within 6e-7 of float64 on N(0, 1) inputs).
+    """
+    return x * (1 + jax.lax.erf(x * jnp.asarray(2**-0.5, x.dtype))) * jnp.asarray(0.5, x.dtype)
+
+
 def _attend(cfg: ModelConfig, q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS) -> jax.Array:
     """Masked softmax attention [B, T, H, K] over keys and values laid out [B, H, S, K].
 
@@ -149,7 +161,7 @@ class Mlp(nn.Module):
             kernel_init=_kernel("embed", "mlp"),
             bias_init=_zeros("mlp"),
         )(x_BxTxD)
-        h_BxTxF = nn.gelu(h_BxTxF, approximate=False)  # Pythia uses exact GELU
+        h_BxTxF = gelu_exact(h_BxTxF)  # Pythia uses exact GELU
         return nn.Dense(
             cfg.d_model,
             dtype=cfg.dtype,
