@@ -66,17 +66,16 @@ import json  # noqa: E402
 import pathlib  # noqa: E402
 import time  # noqa: E402
 
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
 from rlft.config import OptimConfig  # noqa: E402
-from rlft.models import ModelConfig, init_params, model_config  # noqa: E402
+from rlft.models import ModelConfig, model_config  # noqa: E402
 from rlft.objectives import BATCH_KEYS, OBJECTIVES  # noqa: E402
 from rlft.objectives.base import Models  # noqa: E402
-from rlft.parallel import batch_sharding, logical_shardings, make_mesh  # noqa: E402
-from rlft.train.state import TrainState, make_optimizer  # noqa: E402
+from rlft.parallel import batch_sharding, make_mesh  # noqa: E402
+from rlft.train.state import abstract_state, make_optimizer  # noqa: E402
 from rlft.train.step import StepSpec, train_step  # noqa: E402
 
 GiB = 2**30
@@ -93,29 +92,6 @@ def _tpu_memory():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def abstract_state(roles: dict[str, tuple[str, ModelConfig]], tx, mesh):
-    """(state of ShapeDtypeStructs with shardings, shardings), as init_state builds it."""
-
-    def boxed_init(rng):
-        keys = jax.random.split(rng, len(roles) + 1)
-        params = {
-            role: init_params(kind, cfg, keys[i])
-            for i, (role, (kind, cfg)) in enumerate(sorted(roles.items()))
-        }
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=keys[-1]
-        )
-
-    boxed = jax.eval_shape(boxed_init, jax.ShapeDtypeStruct((2,), jnp.uint32))
-    shardings = logical_shardings(boxed, mesh)
-    state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-        nn.unbox(boxed),
-        shardings,
-    )
-    return state, shardings
 
 
 def abstract_batch(objective: str, rows: int, seq_len: int, mesh) -> dict:

@@ -45,3 +45,30 @@ def test_chunked_sampling_equals_one_call(monkeypatch):
         np.testing.assert_allclose(chunked[key], whole[key], atol=1e-5, err_msg=key)
     p = prompts["prompt_tokens"].shape[1]  # row b*K + k continues prompt b
     np.testing.assert_array_equal(chunked["tokens"][::2, :p], prompts["prompt_tokens"])
+
+
+def test_sampling_on_an_fsdp_mesh_traces_under_it_and_equals_one_device(monkeypatch):
+    """evaluate.sample traces generate with its mesh set (so rlft.parallel.constrain_batch keeps
+    each device to its rows) and draws what one device draws (greedy, so exactly)."""
+    from rlft.parallel import constrain_batch
+
+    seen = []
+
+    def spy(x, axis=0):
+        seen.append(dict(jax.sharding.get_abstract_mesh().shape))
+        return constrain_batch(x, axis)
+
+    monkeypatch.setattr("rlft.models.transformer.constrain_batch", spy)
+    task = make_task("keyed")
+    cfg = model_config("tiny")
+    params = nn.unbox(init_params("lm", cfg, jax.random.PRNGKey(0)))
+    prompts = make_prompt_arrays(task, 8, np.random.default_rng(0))
+    kw = dict(num_samples=2, temperature=0.0)
+    key = jax.random.PRNGKey(1)
+    one = evaluate.sample(cfg, params, prompts, task, key, make_mesh(1, 1, jax.devices()[:1]), **kw)
+    seen.clear()
+    jax.clear_caches()  # trace afresh even if another test compiled the same call
+    fsdp = evaluate.sample(cfg, params, prompts, task, key, make_mesh(1, 8), **kw)
+    assert seen and all(s == {"data": 1, "fsdp": 8} for s in seen), seen
+    np.testing.assert_array_equal(fsdp["tokens"], one["tokens"])
+    np.testing.assert_allclose(fsdp["logp"], one["logp"], atol=1e-5)

@@ -88,3 +88,31 @@ def test_reference_logprobs_are_the_log_prob_scorer_per_side():
         want = scoring.logprob_scores(MODEL, params, pairs, mesh, f"{side}_", 0.7, batch_size=16)
         np.testing.assert_allclose(ref[f"ref_{side}_logp"], want, rtol=1e-5, atol=1e-5)
         assert ref[f"ref_{side}_logp"].shape == (n,) and np.all(ref[f"ref_{side}_logp"] < 0)
+
+
+def test_forward_dataset_traces_under_its_mesh(monkeypatch):
+    """Scoring passes called outside train() (e.g. tasks/tldr.py's rm_scores) trace with the
+    mesh set, so rlft.parallel.constrain_batch keeps each device to its rows."""
+    from rlft.parallel import constrain_batch
+
+    seen = []
+
+    def spy(x, axis=0):
+        seen.append(dict(jax.sharding.get_abstract_mesh().shape))
+        return constrain_batch(x, axis)
+
+    monkeypatch.setattr("rlft.models.transformer.constrain_batch", spy)
+    jax.clear_caches()  # trace afresh even if another test compiled the same pass
+    mesh = make_mesh(2, 4)
+    tx, _ = make_optimizer(OptimConfig(), 10)
+    state, _ = init_state({"policy": ("lm", MODEL)}, tx, seed=1, mesh=mesh)
+    seen.clear()  # init traced the model too, outside any pass
+    rng = np.random.default_rng(0)
+    arrays = {
+        "tokens": rng.integers(0, MODEL.vocab_size, (12, 7)).astype(np.int32),
+        "mask": np.ones((12, 7), bool),
+        "loss_mask": np.arange(7)[None].repeat(12, 0) >= 3,
+    }
+    logp = scoring.logprob_scores(MODEL, state.params["policy"], arrays, mesh, "", 1.0, 8)
+    assert logp.shape == (12,)
+    assert seen and all(s == {"data": 2, "fsdp": 4} for s in seen), seen

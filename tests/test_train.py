@@ -24,7 +24,7 @@ from rlft.objectives.sft import SftHparams
 from rlft.parallel import batch_sharding, constrain_batch, make_mesh, shard_batch
 from rlft.train import checkpoint, loop
 from rlft.train.metrics import read_metrics
-from rlft.train.state import init_state, make_optimizer
+from rlft.train.state import abstract_state, init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
 from tests.helpers import REPO_CONFIGS
 
@@ -133,6 +133,21 @@ def test_fsdp_step_keeps_each_device_to_its_rows():
     with jax.set_mesh(mesh):
         within = step.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
     assert within < 0.6 * without, (within, without)
+
+
+def test_abstract_state_is_init_states_plan():
+    """abstract_state (what benchmarks/memory.py lowers) has init_state's tree, shapes, dtypes
+    and shardings, on an fsdp mesh where the shardings differ per leaf."""
+    mesh = make_mesh(1, 8)
+    tx, _ = make_optimizer(OptimConfig(), 10)
+    roles = {"policy": ("lm", MODEL), "critic": ("scalar", MODEL)}
+    state, shardings = init_state(roles, tx, seed=0, mesh=mesh)
+    abstract, abstract_shardings = abstract_state(roles, tx, mesh)
+    assert jax.tree.structure(abstract) == jax.tree.structure(state)
+    assert abstract_shardings == shardings
+    for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(state), strict=True):
+        assert (a.shape, a.dtype, a.sharding) == (s.shape, s.dtype, s.sharding)
+    assert any(s.spec != PartitionSpec() for s in jax.tree.leaves(shardings))
 
 
 def test_train_traces_under_its_mesh(tmp_path, monkeypatch):

@@ -42,13 +42,12 @@ def forward_dataset(
     """
     n = len(next(iter(arrays.values())))
     out: dict[str, list] = {}
-    for start in range(0, n, batch_size):
-        idx = np.arange(start, start + batch_size) % n  # wrap the last batch: static shapes
-        batch = shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
-        with jax.set_mesh(mesh):  # traced under the mesh: rlft.parallel.constrain_batch
-            result = fn(params, batch)
-        for k, v in jax.device_get(result).items():
-            out.setdefault(k, []).append(np.asarray(v))
+    with jax.set_mesh(mesh):  # traced under the mesh: rlft.parallel.constrain_batch
+        for start in range(0, n, batch_size):
+            idx = np.arange(start, start + batch_size) % n  # wrap the last batch: static shapes
+            batch = shard_batch({k: v[idx] for k, v in arrays.items()}, mesh)
+            for k, v in jax.device_get(fn(params, batch)).items():
+                out.setdefault(k, []).append(np.asarray(v))
     return {k: np.concatenate(v)[:n] for k, v in out.items()}
 
 

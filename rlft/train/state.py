@@ -1,5 +1,6 @@
 """Train state, optimizer and sharded initialisation."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -50,19 +51,43 @@ def make_optimizer(cfg: OptimConfig, total_steps: int):
     return optax.chain(*parts), schedule
 
 
+def _fresh_state(tx, params, rng) -> TrainState:
+    """The one place that spells out a fresh TrainState."""
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng
+    )
+
+
+def abstract_state(
+    roles: dict[str, tuple[str, ModelConfig]], tx, mesh: Mesh, seq_len: int = 8
+) -> tuple[TrainState, Any]:
+    """`init_state`'s plan with nothing allocated: (state, shardings), where the state's leaves
+    are `jax.ShapeDtypeStruct`s carrying their shardings (for `jit(...).lower` and memory
+    analysis, e.g. benchmarks/memory.py) and the shardings tree mirrors it.
+
+    The models' shapes come from `rlft.models.param_shapes` (cached, not traced again), the
+    optimizer state and rng from them by `jax.eval_shape`.
+    """
+    params = {role: param_shapes(kind, cfg, seq_len) for role, (kind, cfg) in roles.items()}
+    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNGKey, as init_state's split gives
+    boxed = jax.eval_shape(functools.partial(_fresh_state, tx), params, rng)
+    shardings = logical_shardings(boxed, mesh)
+    state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+        nn.unbox(boxed),
+        shardings,
+    )
+    return state, shardings
+
+
 def init_state(
     roles: dict[str, tuple[str, ModelConfig]], tx, seed: int, mesh: Mesh, seq_len: int = 8
 ):
-    """Sharded fresh state: eval_shape -> logical shardings -> jitted init.
+    """Sharded fresh state: `abstract_state`'s shardings -> jitted init.
 
     `roles` maps a role name to (model kind, config), e.g. {"policy": ("lm", cfg)}.
     Returns (state, shardings); the shardings tree mirrors the state.
     """
-
-    def fresh_state(params, rng):  # the one place that spells out a fresh TrainState
-        return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=rng
-        )
 
     def boxed_init(rng):
         keys = jax.random.split(rng, len(roles) + 1)
@@ -70,14 +95,8 @@ def init_state(
             role: init_params(kind, cfg, keys[i], seq_len)
             for i, (role, (kind, cfg)) in enumerate(sorted(roles.items()))
         }
-        return fresh_state(params, keys[-1])
+        return _fresh_state(tx, params, keys[-1])
 
-    rng = jax.random.PRNGKey(seed)
-    # boxed_init's shapes without tracing the models again: their cached shapes, and the
-    # rest of the state from them.
-    params = {role: param_shapes(kind, cfg, seq_len) for role, (kind, cfg) in roles.items()}
-    state_rng = jax.eval_shape(lambda r: jax.random.split(r, len(roles) + 1)[-1], rng)
-    abstract = jax.eval_shape(fresh_state, params, state_rng)
-    shardings = logical_shardings(abstract, mesh)
-    state = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)(rng)
-    return state, shardings
+    _, shardings = abstract_state(roles, tx, mesh, seq_len)
+    init = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)
+    return init(jax.random.PRNGKey(seed)), shardings

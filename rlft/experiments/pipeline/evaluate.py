@@ -66,18 +66,19 @@ def sample(
 
 def _sample_call(cfg, params, prompts, task, rng, mesh, num_samples, temperature) -> dict:
     p = shard_batch(prompts, mesh)
-    out = generate(
-        cfg,
-        params,
-        p["prompt_tokens"],
-        p["prompt_mask"],
-        rng,
-        max_new_tokens=task.response_len,
-        num_samples=num_samples,
-        temperature=temperature,
-        eos_id=task.eos_id,
-        pad_id=task.pad_id,
-    )
+    with jax.set_mesh(mesh):  # traced under the mesh: rlft.parallel.constrain_batch
+        out = generate(
+            cfg,
+            params,
+            p["prompt_tokens"],
+            p["prompt_mask"],
+            rng,
+            max_new_tokens=task.response_len,
+            num_samples=num_samples,
+            temperature=temperature,
+            eos_id=task.eos_id,
+            pad_id=task.pad_id,
+        )
     out = jax.device_get(out)
     return {"tokens": out.tokens, "mask": out.mask, "loss_mask": out.loss_mask, "logp": out.logp}
 
