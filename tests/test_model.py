@@ -259,4 +259,12 @@ def test_gelu_exact_matches_float64_erf_and_its_derivative():
     np.testing.assert_allclose(np.asarray(gelu_exact(x32)), x * phi_cdf, atol=2e-6, rtol=2e-6)
     grad = jax.vmap(jax.grad(gelu_exact))(x32)
     np.testing.assert_allclose(np.asarray(grad), phi_cdf + x * phi_pdf, atol=2e-6, rtol=2e-6)
-    assert gelu_exact(x32.astype(jnp.bfloat16)).dtype == jnp.bfloat16
+    # bfloat16 in, bfloat16 out, the float64 value rounded once (within one bf16 step, 2^-8,
+    # or float32's own cancellation of 1 + erf in the far tail, as above and in torch), also
+    # at x near -3, where 1 + erf computed in bfloat16 was off by 0.002
+    x16 = x32.astype(jnp.bfloat16)
+    out16 = gelu_exact(x16)
+    assert out16.dtype == jnp.bfloat16
+    x16_64 = np.asarray(x16, np.float64)
+    want = x16_64 * np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in x16_64])
+    np.testing.assert_allclose(np.asarray(out16, np.float64), want, rtol=2**-8, atol=2e-6)

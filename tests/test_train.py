@@ -136,18 +136,33 @@ def test_fsdp_step_keeps_each_device_to_its_rows():
 
 
 def test_abstract_state_is_init_states_plan():
-    """abstract_state (what benchmarks/memory.py lowers) has init_state's tree, shapes, dtypes
-    and shardings, on an fsdp mesh where the shardings differ per leaf."""
+    """abstract_state (what benchmarks/memory.py lowers) has init_state's tree, shapes and
+    dtypes; its shardings (which init_state also places by) split each param's `embed`
+    dimension over fsdp, as LOGICAL_RULES say, and replicate the step and the key."""
     mesh = make_mesh(1, 8)
     tx, _ = make_optimizer(OptimConfig(), 10)
     roles = {"policy": ("lm", MODEL), "critic": ("scalar", MODEL)}
     state, shardings = init_state(roles, tx, seed=0, mesh=mesh)
-    abstract, abstract_shardings = abstract_state(roles, tx, mesh)
+    abstract, _ = abstract_state(roles, tx, mesh)
     assert jax.tree.structure(abstract) == jax.tree.structure(state)
-    assert abstract_shardings == shardings
     for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(state), strict=True):
         assert (a.shape, a.dtype, a.sharding) == (s.shape, s.dtype, s.sharding)
-    assert any(s.spec != PartitionSpec() for s in jax.tree.leaves(shardings))
+    P = PartitionSpec
+    want = {  # param path -> spec, from each kernel's logical axes in rlft/models/transformer.py
+        ("policy", "backbone", "embed_in", "embedding"): P(None, "fsdp"),  # (vocab, embed)
+        ("policy", "embed_out", "kernel"): P("fsdp", None),  # (embed, vocab)
+        ("policy", "backbone", "layer_0", "mlp", "down", "kernel"): P(None, "fsdp"),
+        ("policy", "backbone", "layer_1", "attn", "out", "kernel"): P(None, None, "fsdp"),
+        ("critic", "backbone", "layer_0", "attn", "query", "kernel"): P("fsdp", None, None),
+        ("critic", "backbone", "layer_0", "mlp", "up", "bias"): P(None),  # (mlp,)
+    }
+    mu = state.opt_state[1][0].mu  # AdamW's first moment mirrors the params
+    for path, spec in want.items():
+        param, moment = state.params, mu
+        for k in path:
+            param, moment = param[k], moment[k]
+        assert param.sharding.spec == moment.sharding.spec == spec, (path, param.sharding.spec)
+    assert state.step.sharding.spec == state.rng.sharding.spec == P()
 
 
 def test_train_traces_under_its_mesh(tmp_path, monkeypatch):

@@ -69,7 +69,8 @@ def abstract_state(
     optimizer state and rng from them by `jax.eval_shape`.
     """
     params = {role: param_shapes(kind, cfg, seq_len) for role, (kind, cfg) in roles.items()}
-    rng = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNGKey, as init_state's split gives
+    # init_state's state key, shaped by the configured PRNG implementation
+    rng = jax.eval_shape(lambda: jax.random.split(jax.random.PRNGKey(0), len(roles) + 1)[-1])
     boxed = jax.eval_shape(functools.partial(_fresh_state, tx), params, rng)
     shardings = logical_shardings(boxed, mesh)
     state = jax.tree.map(
