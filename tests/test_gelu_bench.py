@@ -2,37 +2,16 @@
 took effect at trace time) and agree on the step's metrics."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_benchmark
 
 
 def test_gelu_benchmark_runs_and_the_two_gelus_agree():
-    out = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/gelu.py",
-            "--objective=reward",
-            "--vocab=257",
-            "--layers=2",
-            "--rounds=1",
-            "--steps=1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
-    temps = {}
+    args = ("--objective=reward", "--vocab=257", "--layers=2", "--rounds=1", "--steps=1")
+    out = run_benchmark("gelu.py", *args)
+    row = r" +median +[\d.]+ ms +best +[\d.]+ ms +temp +\d+ MB"
     for name in ("jax.nn.gelu (erfc)", "rlft gelu_exact (erf)"):
-        m = re.search(
-            rf"^{re.escape(name)} +median +[\d.]+ ms +best +[\d.]+ ms +temp +(\d+) MB", out, re.M
-        )
-        assert m, out
-        temps[name] = int(m.group(1))
+        assert re.search(rf"^{re.escape(name)}{row}", out, re.M), out
     assert "median time:" in out
     diff = float(re.search(r"largest difference: (\S+)", out).group(1))
     assert 0 < diff < 1e-4, out  # two programs (not one traced twice), the same function

@@ -1,22 +1,12 @@
 """benchmarks/head_layout.py end to end at a small vocabulary: both layouts run and agree."""
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import run_benchmark
 
 
 def test_head_layout_benchmark_runs_and_the_layouts_agree():
-    out = subprocess.run(
-        [sys.executable, "benchmarks/head_layout.py", "--vocab=257", "--rows=3", "--reps=1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    ).stdout
+    out = run_benchmark("head_layout.py", "--vocab=257", "--rows=3", "--reps=1")
     for name in ("token-major", "vocab-major"):
         assert re.search(rf"^{name} +forward +[\d.]+ ms +forward \+ backward +[\d.]+ ms", out, re.M)
     assert "token-major / vocab-major time: forward" in out

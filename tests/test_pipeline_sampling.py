@@ -9,6 +9,7 @@ from rlft.experiments.pipeline import evaluate
 from rlft.models import init_params, model_config
 from rlft.parallel import make_mesh
 from rlft.tasks import make_prompt_arrays, make_task
+from tests.helpers import spy_constrain_batch
 
 
 def test_prompts_per_call_bounds_the_kv_cache_by_hand():
@@ -50,15 +51,7 @@ def test_chunked_sampling_equals_one_call(monkeypatch):
 def test_sampling_on_an_fsdp_mesh_traces_under_it_and_equals_one_device(monkeypatch):
     """evaluate.sample traces generate with its mesh set (so rlft.parallel.constrain_batch keeps
     each device to its rows) and draws what one device draws (greedy, so exactly)."""
-    from rlft.parallel import constrain_batch
-
-    seen = []
-
-    def spy(x, axis=0):
-        seen.append(dict(jax.sharding.get_abstract_mesh().shape))
-        return constrain_batch(x, axis)
-
-    monkeypatch.setattr("rlft.models.transformer.constrain_batch", spy)
+    seen = spy_constrain_batch(monkeypatch)
     task = make_task("keyed")
     cfg = model_config("tiny")
     params = nn.unbox(init_params("lm", cfg, jax.random.PRNGKey(0)))

@@ -15,7 +15,7 @@ from rlft.parallel import make_mesh
 from rlft.rollout import scoring
 from rlft.train import checkpoint, loop
 from rlft.train.state import init_state, make_optimizer
-from tests.helpers import REPO_CONFIGS
+from tests.helpers import REPO_CONFIGS, spy_constrain_batch
 
 PPO = os.path.join(REPO_CONFIGS, "ppo.py")
 MODEL = model_config("tiny")
@@ -93,15 +93,7 @@ def test_reference_logprobs_are_the_log_prob_scorer_per_side():
 def test_forward_dataset_traces_under_its_mesh(monkeypatch):
     """Scoring passes called outside train() (e.g. tasks/tldr.py's rm_scores) trace with the
     mesh set, so rlft.parallel.constrain_batch keeps each device to its rows."""
-    from rlft.parallel import constrain_batch
-
-    seen = []
-
-    def spy(x, axis=0):
-        seen.append(dict(jax.sharding.get_abstract_mesh().shape))
-        return constrain_batch(x, axis)
-
-    monkeypatch.setattr("rlft.models.transformer.constrain_batch", spy)
+    seen = spy_constrain_batch(monkeypatch)
     jax.clear_caches()  # trace afresh even if another test compiled the same pass
     mesh = make_mesh(2, 4)
     tx, _ = make_optimizer(OptimConfig(), 10)

@@ -26,7 +26,7 @@ from rlft.train import checkpoint, loop
 from rlft.train.metrics import read_metrics
 from rlft.train.state import abstract_state, init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
-from tests.helpers import REPO_CONFIGS
+from tests.helpers import REPO_CONFIGS, spy_constrain_batch
 
 SFT, DPO = (os.path.join(REPO_CONFIGS, f"{n}.py") for n in ("sft", "dpo"))
 # Prime-ish sizes so axis mix-ups fail: vocab 67, width 40 over 5 heads.
@@ -167,13 +167,7 @@ def test_abstract_state_is_init_states_plan():
 
 def test_train_traces_under_its_mesh(tmp_path, monkeypatch):
     """train() traces its steps with the run's mesh set, so constrain_batch is in effect."""
-    seen = []
-
-    def spy(x, axis=0):
-        seen.append(dict(jax.sharding.get_abstract_mesh().shape))
-        return constrain_batch(x, axis)
-
-    monkeypatch.setattr("rlft.models.transformer.constrain_batch", spy)
+    seen = spy_constrain_batch(monkeypatch)
     c = _tiny_sft(total_steps=1)
     c.mesh.data, c.mesh.fsdp = 4, 2
     loop.train(c, str(tmp_path / "run"), progress=False)
