@@ -3,9 +3,13 @@ the newest step that restores, ending where an uninterrupted run ends; if none r
 line names the kept files. Sampling and evaluating (the read-only policy of the same loop) skip
 it and leave the workdir as it was."""
 
+import asyncio
+import logging
 import os
 import pathlib
 import shutil
+import sys
+import types
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -46,7 +50,10 @@ def _loss_by_step(workdir):
     return {r["step"]: r["loss"] for r in read_metrics(workdir)}
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+# A failed restore's stray reads (rlft.train.checkpoint.quiet_abandoned_reads) must not reach
+# Python's unraisable hook: here that would be a PytestUnraisableExceptionWarning, an error.
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys, caplog):
     clean, broken = str(tmp_path / "clean"), str(tmp_path / "broken")
     loop.train(_config(), clean, progress=False)
     loop.train(_config(), broken, progress=False, stop_at=4)  # checkpoints 2 and 4
@@ -57,11 +64,13 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys
     err = capsys.readouterr().err
     assert "checkpoint step 4 does not restore" in err and SET_ASIDE in err
     assert os.path.isdir(latest + SET_ASIDE)  # kept, not deleted
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     a, b = _loss_by_step(clean), _loss_by_step(broken)
     assert sorted(b) == sorted(a)
     np.testing.assert_allclose([b[s] for s in sorted(a)], [a[s] for s in sorted(a)], rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_no_checkpoint_restores_one_line_names_them(tmp_path):
     wd = str(tmp_path / "run")
     loop.train(_config(), wd, progress=False, stop_at=4)
@@ -133,3 +142,68 @@ def test_newest_good_multi_process_stops_at_the_first_unreadable_step(
     with pytest.raises(CheckpointError, match=match):
         checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=set_aside)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1", "2"]
+
+
+def _closed_loop_error() -> RuntimeError:
+    """What a TensorStore read gets posting its result to an event loop already closed."""
+    loop = asyncio.new_event_loop()
+    loop.close()
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as e:
+        return e
+    raise AssertionError("a closed event loop took a callback")
+
+
+def _unraisable(e: BaseException):
+    """`sys.unraisablehook`'s argument for e."""
+    return types.SimpleNamespace(
+        exc_type=type(e), exc_value=e, exc_traceback=e.__traceback__, err_msg=None, object=None
+    )
+
+
+def test_a_failed_restores_stray_reads_are_dropped_and_nothing_else(tmp_path, monkeypatch, caplog):
+    """Orbax closes its event loop when a restore fails; the reads still in flight then print
+    "Event loop is closed" tracebacks or log "Future exception was never retrieved". After a
+    failed restore those two are dropped, the log records only for the step given up; other
+    unraisable exceptions and records go through, and before any failure everything does."""
+    seen = []
+    logger = logging.getLogger("asyncio")
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setattr(checkpoint, "_abandoned_dirs", set())
+    checkpoint.quiet_abandoned_reads()
+    checkpoint.quiet_abandoned_reads()  # installed once
+    hook = sys.unraisablehook
+    assert hook is not seen.append and len(logger.filters) == 1
+    closed = _unraisable(_closed_loop_error())
+    hook(closed)
+    assert seen == [closed]  # no restore has failed: passed on
+
+    manager = _two_steps(str(tmp_path))  # step 2 does not restore
+    checkpoint.newest_good(manager, str(tmp_path), _restore_w(manager), set_aside=False)
+    step_2 = os.path.join(checkpoint.checkpoint_dir(str(tmp_path)), "2")
+    assert checkpoint._abandoned_dirs == {step_2 + "/"}
+    elsewhere = _unraisable(RuntimeError("Event loop is closed"))  # not from a closed loop
+    other = _unraisable(ValueError("some other object's finaliser"))
+    for u in (closed, elsewhere, other):
+        hook(u)
+    assert seen == [closed, elsewhere, other]
+
+    def read_error(step: str):
+        return ValueError(
+            f'DATA_LOSS: Error reading in OCDBT database at local file "{step}/params/"'
+        )
+
+    caplog.clear()
+    for step in (step_2, step_2 + "0", os.path.dirname(step_2) + "/1"):
+        e = read_error(step)
+        logger.error("Future exception was never retrieved", exc_info=(ValueError, e, None))
+    logger.error(
+        "Task was destroyed but it is pending!", exc_info=(ValueError, read_error(step_2), None)
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "Future exception was never retrieved",  # steps 20 and 1: not given up
+        "Future exception was never retrieved",
+        "Task was destroyed but it is pending!",
+    ]
