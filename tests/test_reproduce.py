@@ -47,6 +47,7 @@ def micro_run(tmp_path_factory):
     return workdir, run_reproduce(_micro(), workdir, progress=False)
 
 
+@pytest.mark.slow  # shares micro_run: every default arm end to end, about 2.5 min
 def test_every_arm_along_its_frontier(micro_run):
     workdir, _ = micro_run
     with open(os.path.join(workdir, "results.json")) as f:
@@ -85,6 +86,7 @@ def test_every_arm_along_its_frontier(micro_run):
     assert os.path.exists(os.path.join(workdir, "report.md"))
 
 
+@pytest.mark.slow  # shares micro_run: every default arm end to end, about 2.5 min
 def test_rerun_resumes_and_changed_settings_refuse(micro_run):
     workdir, first = micro_run
     record = os.path.join(workdir, "keyed", "seed0", "n64", "last", "online_dpo", "record.json")
@@ -106,6 +108,7 @@ def test_rerun_resumes_and_changed_settings_refuse(micro_run):
         assert json.load(f)["beta"] == _micro().beta
 
 
+@pytest.mark.slow  # shares micro_run: every default arm end to end, about 2.5 min
 def test_units_computed_by_other_code_refuse(micro_run, monkeypatch):
     workdir, first = micro_run
     assert first["config"]["code"] == code_version()

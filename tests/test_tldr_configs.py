@@ -204,6 +204,7 @@ def _finite_losses(workdir: str) -> list[float]:
     return losses
 
 
+@pytest.mark.slow  # four stages traced and run (about 2 min); CI runs slow tests
 def test_smoke_stages_chain_through_the_cli(tmp_path, data_extra):
     from rlft.cli import main
     from rlft.train.metrics import read_metrics
