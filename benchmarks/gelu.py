@@ -20,7 +20,7 @@ import time
 
 import jax
 import numpy as np
-from train_step import _step_fn, pythia_pairs  # this directory, run as a script
+from train_step import pythia_pairs, step_fn  # this directory, run as a script
 
 import rlft.models.transformer as transformer
 from rlft.config import OptimConfig
@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
         ("rlft gelu_exact (erf)", contextlib.nullcontext),
     ):
         with ctx():  # the GELU is read when the step is traced, i.e. on its first call
-            state, fn = _step_fn(args.objective, cfg, tx, schedule, mesh)
+            state, fn = step_fn(args.objective, cfg, tx, schedule, mesh)
             temp = fn.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
             state, metrics = fn(state, batch)
             first = jax.device_get(metrics)

@@ -69,7 +69,7 @@ def _batches(data_cfg, rows):
     return {"sft": sft, "reward": pairs, "dpo": pairs, "ppo": ppo}
 
 
-def _step_fn(name, cfg, tx, schedule, mesh, hparams=None):
+def step_fn(name, cfg, tx, schedule, mesh, hparams=None):
     """(state, jitted step) of objective `name` with fresh params of `cfg` in every role."""
     _, hp_cls, roles = OBJECTIVES[name]
     state, _ = init_state({r: (KINDS[r], cfg) for r in roles}, tx, 0, mesh)
@@ -109,7 +109,7 @@ def run_tiny(args):
     )
     print(f"{'baseline (bare grad+adamw)':28s} {base * 1e3:8.2f} ms/step   1.00x")
     for name in OBJECTIVES:
-        state, fn = _step_fn(name, cfg, tx, schedule, mesh)
+        state, fn = step_fn(name, cfg, tx, schedule, mesh)
         t = _time(fn, state, shard_batch(batches[name], mesh), args.steps)
         print(f"{name:28s} {t * 1e3:8.2f} ms/step {t / base:6.2f}x")
 
@@ -183,13 +183,13 @@ def run_pythia(args):
     )
     hp = dpo.DpoHparams(beta=args.beta)
     runs = []  # (label, state, fn, batch, [(rows, trained, lm)])
-    state, fn = _step_fn("sft", cfg, tx, schedule, mesh)
+    state, fn = step_fn("sft", cfg, tx, schedule, mesh)
     runs.append(("sft", state, fn, sft, [(b, True, True)]))
-    state, fn = _step_fn("reward", cfg, tx, schedule, mesh)
+    state, fn = step_fn("reward", cfg, tx, schedule, mesh)
     runs.append(("reward", state, fn, pairs, [(2 * b, True, False)]))
-    state, fn = _step_fn("dpo", cfg, tx, schedule, mesh, hp)
+    state, fn = step_fn("dpo", cfg, tx, schedule, mesh, hp)
     runs.append(("dpo (precomputed ref)", state, fn, pairs, [(2 * b, True, True)]))
-    state, step = _step_fn("dpo", cfg, tx, schedule, mesh, hp)
+    state, step = step_fn("dpo", cfg, tx, schedule, mesh, hp)
     ref_params = jax.tree.map(jnp.copy, state.params["policy"])
 
     @functools.partial(jax.jit, donate_argnums=0)
