@@ -224,9 +224,21 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, how):
         first = loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
         assert first["stopped_by"] == "SIGTERM" and first["step"] == 5
     else:
+        closed = []  # the crashed run's manager: closed, its step 4 save complete by then
+        make_manager = loop.checkpoint.make_manager
+
+        def spy_manager(workdir):
+            manager = make_manager(workdir)
+            close = manager.close
+            manager.close = lambda: (closed.append(os.listdir(checkpoint_dir(workdir))), close())
+            return manager
+
+        monkeypatch.setattr(loop.checkpoint, "make_manager", spy_manager)
         with pytest.raises(Crash):
             loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
+        assert closed == [["4"]]
         assert [r["step"] for r in read_metrics(tmp_path / "resumed")] == list(range(1, 7))
+        monkeypatch.setattr(loop.checkpoint, "make_manager", make_manager)
     monkeypatch.setattr(loop, "build_stage", real_build)
     loop.train(_tiny_sft(), str(tmp_path / "resumed"), progress=False)
 
@@ -234,6 +246,29 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, how):
     assert [r["step"] for r in resumed] == list(range(1, 9))
     for a, b in zip(full, resumed, strict=True):
         assert a == pytest.approx(b, rel=1e-6, abs=1e-7), (a, b)
+
+
+def test_runs_with_one_step_setting_trace_it_once(tmp_path, monkeypatch):
+    """A reproduce run's seeds and each frontier segment are separate train() calls: with
+    equal step settings they share one jitted step (loop.jit_train_step) and trace it once;
+    a longer schedule is another optimizer, traced again. Every run still ends where an
+    uninterrupted one of its own seed does."""
+    traces = []
+
+    def counted(state, batch, spec):  # runs once per trace
+        traces.append(spec.objective)
+        return train_step(state, batch, spec=spec)
+
+    monkeypatch.setattr(loop, "train_step", counted)
+    loop.train(_tiny_sft(), str(tmp_path / "a"), progress=False, stop_at=4)
+    loop.train(_tiny_sft(), str(tmp_path / "a"), progress=False)  # its next segment
+    loop.train(_tiny_sft(seed=1), str(tmp_path / "b"), progress=False)
+    assert traces == ["sft"]
+    loop.train(_tiny_sft(total_steps=12), str(tmp_path / "c"), progress=False)
+    assert traces == ["sft", "sft"]
+    monkeypatch.setattr(loop, "train_step", train_step)
+    loop.train(_tiny_sft(seed=1), str(tmp_path / "b_alone"), progress=False)
+    assert read_metrics(tmp_path / "b") == read_metrics(tmp_path / "b_alone")
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):

@@ -11,6 +11,7 @@ token (`advantages.ppo_rewards`); GAE; whiten advantages. The batch then goes th
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -67,6 +68,7 @@ class RolloutConfig:
             )
 
 
+@functools.lru_cache(maxsize=16)  # one jitted rollout per setting: a PPO run's segments share it
 def make_rollout_fn(
     policy_cfg: ModelConfig,
     critic_cfg: ModelConfig,

@@ -145,6 +145,30 @@ def check_data_fits(run: RunConfig, data: DataBundle) -> None:
         )
 
 
+def jit_train_step(spec: StepSpec, shardings, mesh):
+    """`train_step` for `spec`, jitted with the state's `shardings` (donated) and the batch's on
+    `mesh`: one jitted function per distinct (spec, shardings, mesh) in a process, so
+    `train()` calls that differ only in seed, data or stopping step (a reproduce run's seeds,
+    and each frontier segment, which is one `train()` call) trace and lower the step once.
+    Measured on `rlft reproduce --config=configs/reproduce.py:quick`: 16 traces of 0.75 s each
+    before (docs/benchmarks/peers-cpu.md).
+    """
+    leaves, treedef = jax.tree.flatten(shardings)
+    return _jit_train_step(train_step, spec, treedef, tuple(leaves), mesh)
+
+
+@functools.lru_cache(maxsize=32)
+def _jit_train_step(step, spec: StepSpec, treedef, leaves: tuple, mesh):
+    # `step` is train_step, a key like the rest (a test may swap the module's train_step)
+    shardings = jax.tree.unflatten(treedef, leaves)
+    return jax.jit(
+        functools.partial(step, spec=spec),
+        in_shardings=(shardings, batch_sharding(mesh)),
+        out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
+        donate_argnums=0,
+    )
+
+
 def _train(run: RunConfig, workdir: str, progress: bool, data: DataBundle | None, stop: int):
     if data is None:
         if run.data is None:
@@ -176,12 +200,7 @@ def _train_on(run: RunConfig, workdir: str, progress: bool, data: DataBundle, st
         manager.reload()  # steps set aside as unreadable are no longer the manager's
     else:
         state = stage.load_init(state)
-    jitted_step = jax.jit(
-        functools.partial(train_step, spec=spec),
-        in_shardings=(shardings, batch_sharding(mesh)),
-        out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())),
-        donate_argnums=0,
-    )
+    jitted_step = jit_train_step(spec, shardings, mesh)
 
     def step_fn(state, batch):
         check_batch(run.objective, batch)  # a named error, not a KeyError inside the trace
@@ -216,33 +235,35 @@ def _train_on(run: RunConfig, workdir: str, progress: bool, data: DataBundle, st
     # Metrics are read one step late (nanodo): step t is dispatched, then step t-1's metrics
     # are fetched while step t runs, so the host never idles the device. A checkpoint is
     # saved only after its own step's metrics are read, so it never holds a non-finite state.
-    with stop_on_signal() as stop_flag:
-        pending = None  # (step, device metrics) dispatched, not yet read
-        for loop_step in bar:
-            done = loop_step + 1
-            try:
-                state, metrics = stage.run_step(step_fn, state, loop_step)
-            except Exception:
-                if pending:  # the step that ran keeps its row, as if read at once
+    try:
+        with stop_on_signal() as stop_flag:
+            pending = None  # (step, device metrics) dispatched, not yet read
+            for loop_step in bar:
+                done = loop_step + 1
+                try:
+                    state, metrics = stage.run_step(step_fn, state, loop_step)
+                except Exception:
+                    if pending:  # the step that ran keeps its row, as if read at once
+                        log(pending[0], read(*pending))
+                    raise
+                if pending:
                     log(pending[0], read(*pending))
-                raise
-            if pending:
-                log(pending[0], read(*pending))
-            pending = (done, metrics)
-            stopped_by = _stop_requested(stop_flag)
-            if done % run.checkpoint_every and done != stop and not stopped_by:
-                continue
-            metrics, pending = read(*pending), None
-            if done == run.total_steps:
-                state, final_metrics = stage.finalize(state)
-                metrics = {**metrics, **final_metrics}
-            log(done, metrics)
-            checkpoint.save(manager, done, state, _meta(run, stage, done))
-            if stopped_by:
-                last = {**last, "stopped_by": stopped_by, "step": done}
-                break
-    manager.wait_until_finished()
-    manager.close()
-    if writer:
-        writer.close()
+                pending = (done, metrics)
+                stopped_by = _stop_requested(stop_flag)
+                if done % run.checkpoint_every and done != stop and not stopped_by:
+                    continue
+                metrics, pending = read(*pending), None
+                if done == run.total_steps:
+                    state, final_metrics = stage.finalize(state)
+                    metrics = {**metrics, **final_metrics}
+                log(done, metrics)
+                checkpoint.save(manager, done, state, _meta(run, stage, done))
+                if stopped_by:
+                    last = {**last, "stopped_by": stopped_by, "step": done}
+                    break
+    finally:  # however the loop ends (done, a signal, an exception), its saves complete
+        manager.wait_until_finished()
+        manager.close()
+        if writer:
+            writer.close()
     return last

@@ -41,8 +41,14 @@ def make_schedule(cfg: OptimConfig, total_steps: int) -> Callable[[Any], Any]:
     return optax.join_schedules([warm, main], [cfg.warmup_steps])
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(cfg: OptimConfig, total_steps: int):
-    """(tx, schedule) for `total_steps` optimizer updates."""
+    """(tx, schedule) for `total_steps` optimizer updates.
+
+    Memoized (both are pure functions): equal arguments return the same objects, so the
+    `StepSpec`s of two `train()` calls with one optimizer are equal and share one jitted step
+    (rlft.train.loop.jit_train_step).
+    """
     schedule = make_schedule(cfg, total_steps)
     parts = [optax.clip_by_global_norm(cfg.max_grad_norm)] if cfg.max_grad_norm else []
     parts.append(
@@ -87,8 +93,17 @@ def init_state(
     """Sharded fresh state: `abstract_state`'s shardings -> jitted init.
 
     `roles` maps a role name to (model kind, config), e.g. {"policy": ("lm", cfg)}.
-    Returns (state, shardings); the shardings tree mirrors the state.
+    Returns (state, shardings); the shardings tree mirrors the state. The jitted init is
+    kept per (roles, tx, mesh, seq_len), so runs differing only in seed trace it once.
     """
+    init, shardings = _jit_init(tuple(sorted(roles.items())), tx, mesh, seq_len)
+    return init(jax.random.PRNGKey(seed)), shardings
+
+
+@functools.lru_cache(maxsize=32)
+def _jit_init(roles_items: tuple, tx, mesh: Mesh, seq_len: int):
+    """(jitted rng -> fresh TrainState, its shardings) for `init_state`."""
+    roles = dict(roles_items)
 
     def boxed_init(rng):
         keys = jax.random.split(rng, len(roles) + 1)
@@ -99,5 +114,4 @@ def init_state(
         return _fresh_state(tx, params, keys[-1])
 
     _, shardings = abstract_state(roles, tx, mesh, seq_len)
-    init = jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings)
-    return init(jax.random.PRNGKey(seed)), shardings
+    return jax.jit(lambda r: nn.unbox(boxed_init(r)), out_shardings=shardings), shardings
