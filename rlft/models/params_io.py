@@ -31,6 +31,7 @@ from rlft.models import param_shapes
 from rlft.models.config import ModelConfig
 from rlft.models.hf import CONFIG_FILE, RLFT_CONFIG_FILE
 from rlft.models.hf_files import load_hf_checkpoint
+from rlft.models.quiet_restore import quiet_failed_restore
 from rlft.parallel import logical_shardings
 
 FORMAT = "rlft-params/1"
@@ -84,8 +85,9 @@ def load_params_dir(path: str) -> tuple[ModelConfig, Any, dict[str, Any]]:
             f"`rlft convert --from-hf`)"
         )
     cfg = ModelConfig(**meta["model"])
-    with ocp.StandardCheckpointer() as ckptr:
-        params = ckptr.restore(os.path.join(path, PARAMS_DIR), abstract_params("lm", cfg))
+    params_dir = os.path.join(path, PARAMS_DIR)
+    with ocp.StandardCheckpointer() as ckptr, quiet_failed_restore(params_dir):
+        params = ckptr.restore(params_dir, abstract_params("lm", cfg))
     return cfg, params, meta.get("hf_config", {})
 
 
@@ -143,7 +145,9 @@ def read_meta(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any
             f"(e.g. `rlft train --config=configs/sft.py:tiny --workdir="
             f"{workdir}`) or fix the init path in the config"
         )
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    with quiet_failed_restore(f"{path}/{step}"):
+        args = ocp.args.Composite(meta=ocp.args.JsonRestore())
+        meta = manager.restore(step, args=args)["meta"]
     return step, meta
 
 
@@ -217,14 +221,15 @@ def load_params(
     # Only this role is read (a partial restore): a PPO workdir's critic, or a 2.8B policy's
     # siblings, never reach memory when one model is asked for.
     target = {role: abstract_params(saved["kind"], cfg, mesh)}
-    restored = reading_manager(workdir).restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.PyTreeRestore(
-                item=target,
-                restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-                partial_restore=True,
-            )
-        ),
-    )
+    with quiet_failed_restore(f"{checkpoint_dir(workdir)}/{step}"):
+        restored = reading_manager(workdir).restore(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.PyTreeRestore(
+                    item=target,
+                    restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                    partial_restore=True,
+                )
+            ),
+        )
     return restored["params"][role]
