@@ -231,6 +231,7 @@ def test_param_shapes_trace_each_model_once(monkeypatch):
 
     monkeypatch.setitem(models.MODEL_KINDS, "lm", Counting)
     models._param_shapes.cache_clear()
+    jax.clear_caches()  # init_state's jitted init is kept per setting: trace it afresh
     first = abstract_params("lm", cfg)
     assert len(calls) == 1
     assert jax.tree.map(lambda x: (x.shape, x.dtype), abstract_params("lm", cfg)) == (

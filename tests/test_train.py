@@ -23,6 +23,7 @@ from rlft.objectives.base import Models
 from rlft.objectives.sft import SftHparams
 from rlft.parallel import batch_sharding, constrain_batch, make_mesh, shard_batch
 from rlft.train import checkpoint, loop
+from rlft.train import state as train_state
 from rlft.train.metrics import read_metrics
 from rlft.train.state import abstract_state, init_state, make_optimizer
 from rlft.train.step import StepSpec, train_step
@@ -168,10 +169,18 @@ def test_abstract_state_is_init_states_plan():
 def test_train_traces_under_its_mesh(tmp_path, monkeypatch):
     """train() traces its steps with the run's mesh set, so constrain_batch is in effect."""
     seen = spy_constrain_batch(monkeypatch)
+    starts = []  # len(seen) when the step's trace began: the init's calls come before
+
+    def step(state, batch, spec):  # a new step function: traced afresh, whatever is cached
+        starts.append(len(seen))
+        return train_step(state, batch, spec=spec)
+
+    monkeypatch.setattr(loop, "train_step", step)
     c = _tiny_sft(total_steps=1)
     c.mesh.data, c.mesh.fsdp = 4, 2
     loop.train(c, str(tmp_path / "run"), progress=False)
-    assert seen and all(s == {"data": 4, "fsdp": 2} for s in seen), seen
+    in_step = seen[starts[0] :]
+    assert in_step and all(s == {"data": 4, "fsdp": 2} for s in in_step), seen
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -260,10 +269,12 @@ def test_runs_with_one_step_setting_trace_it_once(tmp_path, monkeypatch):
         return train_step(state, batch, spec=spec)
 
     monkeypatch.setattr(loop, "train_step", counted)
+    train_state._jit_init.cache_clear()
     loop.train(_tiny_sft(), str(tmp_path / "a"), progress=False, stop_at=4)
     loop.train(_tiny_sft(), str(tmp_path / "a"), progress=False)  # its next segment
     loop.train(_tiny_sft(seed=1), str(tmp_path / "b"), progress=False)
     assert traces == ["sft"]
+    assert train_state._jit_init.cache_info()[:2] == (2, 1)  # (hits, misses): one jitted init too
     loop.train(_tiny_sft(total_steps=12), str(tmp_path / "c"), progress=False)
     assert traces == ["sft", "sft"]
     monkeypatch.setattr(loop, "train_step", train_step)
@@ -471,3 +482,25 @@ def test_objective_mle_is_an_accepted_alias_of_sft():
         parse_config({**old, "sft": {"temperature": 1.0}})
     with pytest.raises(ConfigError, match=r"'mel'.*aliases: \{'mle': 'sft'\}"):
         parse_config({**c, "objective": "mel"})
+
+
+def test_an_error_ending_the_loop_stays_the_error_raised():
+    """A checkpoint save that fails while a crashed loop closes its run (a full disk, say) is
+    a note on the loop's own error, not a replacement for it; the run is closed either way."""
+
+    class Part:
+        def __init__(self, fail: bool):
+            self.fail, self.calls = fail, []
+
+        def wait_until_finished(self):
+            self.calls.append("wait")
+            if self.fail:
+                raise OSError("No space left on device (simulated save)")
+
+        def close(self):
+            self.calls.append("close")
+
+    manager, writer, error = Part(fail=True), Part(fail=False), Crash("the loop's own error")
+    loop._close_after(error, manager, writer)
+    assert manager.calls == ["wait", "close"] and writer.calls == ["close"]
+    assert len(error.__notes__) == 1 and "No space left on device" in error.__notes__[0]

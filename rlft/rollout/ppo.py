@@ -88,6 +88,8 @@ def make_rollout_fn(
     response length and EOS rate.
     """
 
+    # No arrays in this closure: make_rollout_fn is cached for the process, and anything it
+    # captured (params, say) would stay in device memory with it. Arrays are arguments.
     def rollout_fn(params, ref_params, rm_params, prompt_tokens, prompt_mask, rng):
         samples = generate(
             policy_cfg,

@@ -261,9 +261,24 @@ def _train_on(run: RunConfig, workdir: str, progress: bool, data: DataBundle, st
                 if stopped_by:
                     last = {**last, "stopped_by": stopped_by, "step": done}
                     break
-    finally:  # however the loop ends (done, a signal, an exception), its saves complete
-        manager.wait_until_finished()
-        manager.close()
-        if writer:
-            writer.close()
+    except BaseException as e:  # the loop's own error stays the one raised
+        _close_after(e, manager, writer)
+        raise
+    manager.wait_until_finished()
+    manager.close()
+    if writer:
+        writer.close()
     return last
+
+
+def _close_after(error: BaseException, manager, writer) -> None:
+    """After `error` ended the loop: wait for the checkpoint saves in flight, close the
+    manager and the metrics writer. Each that fails (a save that failed meanwhile, say) is
+    added to `error` as a note instead of replacing it."""
+    steps = [manager.wait_until_finished, manager.close] + ([writer.close] if writer else [])
+    for finish in steps:
+        try:
+            finish()
+        except Exception as other:  # noqa: BLE001 (Orbax raises many kinds)
+            name = getattr(finish, "__name__", repr(finish))
+            error.add_note(f"rlft: then, closing the run, {name} raised {other!r}")
