@@ -55,15 +55,14 @@ def restore(manager: ocp.CheckpointManager, abstract_state: TrainState, step: in
         "opt_state": abstract_state.opt_state,
         "rng": abstract_state.rng,
     }
-    with quiet_failed_restore(f"{manager.directory}/{step}"):
-        out = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract_state.params),
-                train=ocp.args.StandardRestore(abstract_train),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+    out = manager.restore(  # only through newest_good, which quiets a failure's stray reads
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_state.params),
+            train=ocp.args.StandardRestore(abstract_train),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
     train = out["train"]
     state = TrainState(
         step=train["step"], params=out["params"], opt_state=train["opt_state"], rng=train["rng"]
