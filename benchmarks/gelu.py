@@ -4,29 +4,16 @@
 
 Both are exact GELU, x Phi(x): rlft's `rlft.models.transformer.gelu_exact` through erf (the
 formula of torch's `F.gelu` and Hugging Face's GPT-NeoX), jax's through erfc, which XLA CPU
-evaluates piecewise with selects. The step is benchmarks/train_step.py's Pythia-shaped one
-(6 layers, width 128, d_ff 512, vocabulary 50,304, 8 pairs of a 64-token prompt and a 53-token
-response; DPO with precomputed reference log-probs). Both programs are traced in this process,
-one with each GELU, and timed alternately, `--steps` steps at a time for `--rounds` rounds, so
-the machine's drift falls on both alike (on a shared 2-core machine, runs of one commit and
-then another drifted by more than this difference). Prints each program's median and best
-milliseconds per step, their ratio, each program's temporaries (XLA's memory analysis) and the
-largest difference between the two programs' first-step metrics.
+evaluates piecewise with selects. Both programs are traced in this process, one with each
+GELU, and timed alternately (benchmarks/alternate.py says how, and what is printed).
 """
 
-import argparse
 import contextlib
-import time
 
 import jax
-import numpy as np
-from train_step import pythia_pairs, step_fn  # this directory, run as a script
+from alternate import alternate, parser  # this directory, run as a script
 
 import rlft.models.transformer as transformer
-from rlft.config import OptimConfig
-from rlft.models import model_config
-from rlft.parallel import make_mesh, shard_batch
-from rlft.train.state import make_optimizer
 
 
 @contextlib.contextmanager
@@ -41,76 +28,12 @@ def _jax_gelu():
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--objective", choices=("sft", "reward", "dpo"), default="reward")
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--steps", type=int, default=3, help="steps of one program per round")
-    ap.add_argument("--layers", type=int, default=6)
-    ap.add_argument("--vocab", type=int, default=50304)
-    args = ap.parse_args(argv)
-
-    cfg = model_config(
-        "pythia-70m",
-        num_layers=args.layers,
-        d_model=128,
-        num_heads=4,
-        d_ff=512,
-        max_len=256,
-        vocab_size=args.vocab,
-    )
-    mesh = make_mesh(-1, 1)
-    tx, schedule = make_optimizer(OptimConfig(), 1000)
-    pairs = pythia_pairs(8, 64, 53, cfg.vocab_size)
-    batch = (
-        pairs
-        if args.objective != "sft"
-        else {k: pairs[f"chosen_{k}"] for k in ("tokens", "mask", "loss_mask")}
-    )
-    batch = shard_batch(batch, mesh)
-
-    runs = {}  # name -> [state, jitted step, seconds, first metrics, temp bytes]
-    for name, ctx in (
-        ("jax.nn.gelu (erfc)", _jax_gelu),
-        ("rlft gelu_exact (erf)", contextlib.nullcontext),
-    ):
-        with ctx():  # the GELU is read when the step is traced, i.e. on its first call
-            state, fn = step_fn(args.objective, cfg, tx, schedule, mesh)
-            temp = fn.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
-            state, metrics = fn(state, batch)
-            first = jax.device_get(metrics)
-            state, metrics = fn(state, batch)  # warm
-            jax.block_until_ready(metrics)
-        runs[name] = [state, fn, [], first, temp]
-    for _ in range(args.rounds):
-        for run in runs.values():
-            state, fn, seconds = run[0], run[1], run[2]
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                state, metrics = fn(state, batch)
-                jax.block_until_ready(metrics)
-                seconds.append(time.perf_counter() - start)
-            run[0] = state
-
-    (a, ra), (b, rb) = runs.items()
-    diff = max(float(np.max(np.abs(np.asarray(ra[3][k]) - np.asarray(rb[3][k])))) for k in ra[3])
-    print(
-        f"{args.objective} step, {cfg.num_layers} layers, vocabulary {cfg.vocab_size}, "
-        f"{args.rounds} rounds x {args.steps} steps each, alternating"
-    )
-    result = {"objective": args.objective, "ms": {}, "temp_mb": {}}
-    for name, run in runs.items():
-        ms = 1e3 * np.asarray(run[2])
-        result["ms"][name] = {"median": float(np.median(ms)), "best": float(ms.min())}
-        result["temp_mb"][name] = run[4] / 1e6
-        print(
-            f"{name:24s} median {np.median(ms):8.1f} ms   best {ms.min():8.1f} ms   "
-            f"temp {run[4] / 1e6:6.0f} MB"
-        )
-    result["ratio"] = result["ms"][b]["median"] / result["ms"][a]["median"]
-    result["first_step_metrics_max_abs_diff"] = diff
-    print(f"{b} / {a}, median time: {result['ratio']:.3f}")
-    print(f"first step's metrics, largest difference: {diff:.2e}")
-    return result
+    args = parser(__doc__).parse_args(argv)
+    variants = {
+        "jax.nn.gelu (erfc)": _jax_gelu,
+        "rlft gelu_exact (erf)": contextlib.nullcontext,
+    }
+    return alternate(args, variants)
 
 
 if __name__ == "__main__":
