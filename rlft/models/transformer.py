@@ -101,11 +101,12 @@ def masked_attention(
     with P the probabilities and dO the output's cotangent, dV = P^T dO, dP = dO V^T,
     dS = P * (dP - rowsum(dO * O)) with masked entries zeroed, dQ = scale * dS K,
     dK = scale * dS^T Q. jax's own derivative of the same forward is the reference in
-    tests/test_attention.py. Measured on the Pythia-shaped reward-model backbone of
-    benchmarks/peers.py (forward and backward, [16, 117] tokens, float32, 2-core EPYC, both
-    programs in one process, timed alternately): 0.84-0.90x the time of jax's derivative of
-    the plain softmax, whose fused backward materialised each row's normaliser broadcast to
-    [B, H, T, S] (issue 9).
+    tests/test_attention.py. XLA CPU's fused derivative of the plain softmax materialised
+    each row's normaliser broadcast to [B, H, T, S], in the forward and the backward. On the
+    Pythia-shaped steps of `python benchmarks/attention.py` (issue 9; both programs in one
+    process, timed alternately, 2-core EPYC) the reward-model step took 0.94-0.96x the time
+    of jax's derivative with 191 MB of temporaries instead of 224, SFT 0.96x, DPO 0.97-1.03x
+    (docs/benchmarks/attention-cpu.txt).
     """
     return _masked_attention_fwd(q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, scale)[0]
 
