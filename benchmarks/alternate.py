@@ -7,8 +7,9 @@ log-probs). Each variant is a context manager in force while its program is trac
 programs then run `--steps` steps at a time for `--rounds` rounds, alternating, so the
 machine's drift falls on both alike (on a shared 2-core machine, runs of one commit and then
 another drifted by more than the differences measured here). Prints each program's median and
-best milliseconds per step, their ratio, each program's temporaries (XLA's memory analysis)
-and the largest difference between the two programs' first-step metrics.
+best milliseconds per step, their ratio, each program's temporaries (XLA's memory analysis),
+whether the two compiled programs differ and the largest difference between their first-step
+metrics (0 is possible: SFT's agreed to the last bit with its params differing by 5e-8).
 """
 
 import argparse
@@ -38,7 +39,8 @@ def alternate(args, variants: dict) -> dict:
     """Time the step traced under each of two {name: context manager factory}, alternately.
 
     Returns {"objective", "ms": {name: {"median", "best"}}, "temp_mb": {name: MB}, "ratio"
-    (the second's median over the first's), "first_step_metrics_max_abs_diff"}.
+    (the second's median over the first's), "first_step_metrics_max_abs_diff",
+    "programs_differ"}.
     """
     cfg = model_config(
         "pythia-70m",
@@ -60,10 +62,13 @@ def alternate(args, variants: dict) -> dict:
     batch = shard_batch(batch, mesh)
 
     runs = {}  # name -> [state, jitted step, seconds, first metrics, temp bytes]
+    programs = []  # each variant's compiled program, as text
     for name, ctx in variants.items():
         with ctx():  # the swapped function is read when the step is traced: its first call
             state, fn = step_fn(args.objective, cfg, tx, schedule, mesh)
-            temp = fn.lower(state, batch).compile().memory_analysis().temp_size_in_bytes
+            compiled = fn.lower(state, batch).compile()
+            temp = compiled.memory_analysis().temp_size_in_bytes
+            programs.append(compiled.as_text())
             state, metrics = fn(state, batch)
             first = jax.device_get(metrics)
             state, metrics = fn(state, batch)  # warm
@@ -96,6 +101,8 @@ def alternate(args, variants: dict) -> dict:
         )
     result["ratio"] = result["ms"][b]["median"] / result["ms"][a]["median"]
     result["first_step_metrics_max_abs_diff"] = diff
+    result["programs_differ"] = programs[0] != programs[1]
     print(f"{b} / {a}, median time: {result['ratio']:.3f}")
+    print(f"compiled programs differ (the swap took effect): {result['programs_differ']}")
     print(f"first step's metrics, largest difference: {diff:.2e}")
     return result

@@ -80,7 +80,6 @@ def gelu_exact(x: jax.Array) -> jax.Array:
     return (x_f * (1 + jax.lax.erf(x_f * (2**-0.5))) * 0.5).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
 def masked_attention(
     q_BxHxTxK: jax.Array,
     k_BxHxSxK: jax.Array,
@@ -90,69 +89,76 @@ def masked_attention(
 ) -> jax.Array:
     """softmax(scale * q k^T, keys where mask is False excluded) v: [B, H, T, K], q's dtype.
 
-    Head-major operands (q [B, H, T, K]; k, v [B, H, S, K], cast to q's dtype; mask bool
-    [B, T, S]). The logits, softmax and its sums are float32 (`preferred_element_type`).
-    A row whose mask is all False attends uniformly to every key, as a softmax over equal
-    float32-min logits does.
+    Head-major operands (q [B, H, T, K]; k, v [B, H, S, K], cast to q's dtype outside the
+    differentiated function, so their gradients come back in their own dtypes; mask bool
+    [B, T, S]). The logits, the exponentials' sums and the products' accumulations are
+    float32 (`preferred_element_type`). A row whose mask is all False attends uniformly to
+    every key, as a softmax over equal float32-min logits does.
 
-    The forward normalises after the value product, dividing the [B, H, T, K] output by
-    each row's sum of exponentials instead of the [B, H, T, S] probabilities. The backward
-    is written out (the softmax gradient of Dao et al. 2022, FlashAttention, appendix B.2):
-    with P the probabilities and dO the output's cotangent, dV = P^T dO, dP = dO V^T,
-    dS = P * (dP - rowsum(dO * O)) with masked entries zeroed, dQ = scale * dS K,
-    dK = scale * dS^T Q. jax's own derivative of the same forward is the reference in
-    tests/test_attention.py. XLA CPU's fused derivative of the plain softmax materialised
-    each row's normaliser broadcast to [B, H, T, S], in the forward and the backward. On the
-    Pythia-shaped steps of `python benchmarks/attention.py` (issue 9; both programs in one
-    process, timed alternately, 2-core EPYC) the reward-model step took 0.94-0.96x the time
-    of jax's derivative with 191 MB of temporaries instead of 224, SFT 0.96x, DPO 0.97-1.03x
+    The forward never divides the [B, H, T, S] exponentials: it divides the [B, H, T, K]
+    value product by each row's sum (under differentiation it also keeps the probabilities
+    for the backward). The backward is written out (the softmax gradient of Dao et al. 2022,
+    FlashAttention, appendix B.2): with P the probabilities and dO the output's cotangent,
+    dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)) with masked entries zeroed,
+    dQ = scale * dS K, dK = scale * dS^T Q. P and O are the float32 ones the forward computed
+    from its exponentials as rounded to q's dtype, so each row of dS sums to 0 up to float32
+    rounding, and dS stays float32 into dQ and dK: in bfloat16, rounding either broke that
+    sum and let a component shared by all keys or values into dQ and dK (an offset of 32 on
+    k: 10x the plain formula's relative error in dQ). The reference in tests/test_attention.py
+    is jax's derivative of the plain formula (softmax, then the value product), and float64.
+    XLA CPU's fused derivative of the plain softmax materialised each row's normaliser
+    broadcast to [B, H, T, S], in the forward and the backward. On the Pythia-shaped steps of
+    `python benchmarks/attention.py` (issue 9; both programs in one process, timed
+    alternately, 2-core EPYC) the reward-model step took 0.94-0.96x the time of jax's
+    derivative with 191 MB of temporaries instead of 224, SFT 0.96x, DPO 0.97-1.03x
     (docs/benchmarks/attention-cpu.txt).
     """
+    dtype = q_BxHxTxK.dtype
+    return _masked_attention(
+        q_BxHxTxK, k_BxHxSxK.astype(dtype), v_BxHxSxK.astype(dtype), mask_BxTxS, scale
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _masked_attention(q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, scale):
     return _masked_attention_fwd(q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, scale)[0]
 
 
 def _masked_attention_fwd(q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, scale):
     dtype = q_BxHxTxK.dtype
-    k_BxHxSxK, v_BxHxSxK = k_BxHxSxK.astype(dtype), v_BxHxSxK.astype(dtype)
     logits_BxHxTxS = (
         jnp.einsum("bhtk,bhsk->bhts", q_BxHxTxK, k_BxHxSxK, preferred_element_type=jnp.float32)
         * scale
     )
     logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], logits_BxHxTxS, jnp.finfo(jnp.float32).min)
     exp_BxHxTxS = jnp.exp(logits_BxHxTxS - jnp.max(logits_BxHxTxS, axis=-1, keepdims=True))
-    sum_BxHxTx1 = jnp.sum(exp_BxHxTxS, axis=-1, keepdims=True)
-    out_BxHxTxK = jnp.einsum(
-        "bhts,bhsk->bhtk",
-        exp_BxHxTxS.astype(dtype),
-        v_BxHxSxK,
-        preferred_element_type=jnp.float32,
+    exp_BxHxTxS = exp_BxHxTxS.astype(dtype)  # what the value product sees
+    sum_BxHxTx1 = jnp.sum(exp_BxHxTxS.astype(jnp.float32), axis=-1, keepdims=True)
+    out_f32_BxHxTxK = (
+        jnp.einsum("bhts,bhsk->bhtk", exp_BxHxTxS, v_BxHxSxK, preferred_element_type=jnp.float32)
+        / sum_BxHxTx1
     )
-    out_BxHxTxK = (out_BxHxTxK / sum_BxHxTx1).astype(dtype)
-    probs_BxHxTxS = exp_BxHxTxS / sum_BxHxTx1
-    residuals = (q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, probs_BxHxTxS, out_BxHxTxK)
-    return out_BxHxTxK, residuals
+    probs_BxHxTxS = exp_BxHxTxS.astype(jnp.float32) / sum_BxHxTx1
+    residuals = (q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, probs_BxHxTxS, out_f32_BxHxTxK)
+    return out_f32_BxHxTxK.astype(dtype), residuals
 
 
 def _masked_attention_bwd(scale, residuals, d_out_BxHxTxK):
-    q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, probs_BxHxTxS, out_BxHxTxK = residuals
-    dtype = q_BxHxTxK.dtype
+    q_BxHxTxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS, probs_BxHxTxS, out_f32_BxHxTxK = residuals
+    dtype, f32 = q_BxHxTxK.dtype, jnp.float32
     d_v_BxHxSxK = jnp.einsum("bhts,bhtk->bhsk", probs_BxHxTxS.astype(dtype), d_out_BxHxTxK)
     d_probs_BxHxTxS = jnp.einsum(
-        "bhtk,bhsk->bhts", d_out_BxHxTxK, v_BxHxSxK, preferred_element_type=jnp.float32
+        "bhtk,bhsk->bhts", d_out_BxHxTxK, v_BxHxSxK, preferred_element_type=f32
     )
-    row_BxHxTx1 = jnp.sum(
-        d_out_BxHxTxK.astype(jnp.float32) * out_BxHxTxK.astype(jnp.float32),
-        axis=-1,
-        keepdims=True,
-    )
+    row_BxHxTx1 = jnp.sum(d_out_BxHxTxK.astype(f32) * out_f32_BxHxTxK, axis=-1, keepdims=True)
     d_logits_BxHxTxS = probs_BxHxTxS * (d_probs_BxHxTxS - row_BxHxTx1) * scale
-    d_logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], d_logits_BxHxTxS, 0.0).astype(dtype)
-    d_q_BxHxTxK = jnp.einsum("bhts,bhsk->bhtk", d_logits_BxHxTxS, k_BxHxSxK)
-    d_k_BxHxSxK = jnp.einsum("bhts,bhtk->bhsk", d_logits_BxHxTxS, q_BxHxTxK)
-    return d_q_BxHxTxK, d_k_BxHxSxK, d_v_BxHxSxK, None
+    d_logits_BxHxTxS = jnp.where(mask_BxTxS[:, None], d_logits_BxHxTxS, 0.0)  # float32
+    d_q_BxHxTxK = jnp.einsum("bhts,bhsk->bhtk", d_logits_BxHxTxS, k_BxHxSxK.astype(f32))
+    d_k_BxHxSxK = jnp.einsum("bhts,bhtk->bhsk", d_logits_BxHxTxS, q_BxHxTxK.astype(f32))
+    return d_q_BxHxTxK.astype(dtype), d_k_BxHxSxK.astype(dtype), d_v_BxHxSxK, None
 
 
-masked_attention.defvjp(_masked_attention_fwd, _masked_attention_bwd)
+_masked_attention.defvjp(_masked_attention_fwd, _masked_attention_bwd)
 
 
 def _attend(cfg: ModelConfig, q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, mask_BxTxS) -> jax.Array:
