@@ -95,23 +95,24 @@ def masked_attention(
     float32 (`preferred_element_type`). A row whose mask is all False attends uniformly to
     every key, as a softmax over equal float32-min logits does.
 
-    The forward never divides the [B, H, T, S] exponentials: it divides the [B, H, T, K]
-    value product by each row's sum (under differentiation it also keeps the probabilities
-    for the backward). The backward is written out (the softmax gradient of Dao et al. 2022,
-    FlashAttention, appendix B.2): with P the probabilities and dO the output's cotangent,
-    dV = P^T dO, dP = dO V^T, dS = P * (dP - rowsum(dO * O)) with masked entries zeroed,
-    dQ = scale * dS K, dK = scale * dS^T Q. P and O are the float32 ones the forward computed
-    from its exponentials as rounded to q's dtype, so each row of dS sums to 0 up to float32
-    rounding, and dS stays float32 into dQ and dK: in bfloat16, rounding either broke that
-    sum and let a component shared by all keys or values into dQ and dK (an offset of 32 on
-    k: 10x the plain formula's relative error in dQ). The reference in tests/test_attention.py
-    is jax's derivative of the plain formula (softmax, then the value product), and float64.
-    XLA CPU's fused derivative of the plain softmax materialised each row's normaliser
-    broadcast to [B, H, T, S], in the forward and the backward. On the Pythia-shaped steps of
-    `python benchmarks/attention.py` (issue 9; both programs in one process, timed
-    alternately, 2-core EPYC) the reward-model step took 0.94-0.96x the time of jax's
-    derivative with 191 MB of temporaries instead of 224, SFT 0.96x, DPO 0.97-1.03x
-    (docs/benchmarks/attention-cpu.txt).
+    Undifferentiated (sampling, scoring), the forward never divides the [B, H, T, S]
+    exponentials: it divides the [B, H, T, K] value product by each row's sum. Differentiated,
+    it also keeps the probabilities, which the backward needs. The backward is written out (the
+    softmax gradient of Dao et al. 2022, FlashAttention, appendix B.2): with P the
+    probabilities and dO the output's cotangent, dV = P^T dO, dP = dO V^T,
+    dS = P * (dP - rowsum(dO * O)) with masked entries zeroed, dQ = scale * dS K,
+    dK = scale * dS^T Q. P and O are the float32 ones the forward computed from its
+    exponentials as rounded to q's dtype, so each row of dS sums to 0 up to float32 rounding,
+    and dS stays float32 into dQ and dK: in bfloat16, rounding either broke that sum and let a
+    component shared by all keys or values into dQ and dK (an offset of 32 on k: 10x the plain
+    formula's relative error in dQ). The reference in tests/test_attention.py is jax's
+    derivative of the plain formula (softmax, then the value product), and float64.
+    In the train step, XLA CPU's fusions of jax's derivative of the plain softmax materialised
+    each row's normaliser broadcast to [B, H, T, S] in every layer. On the Pythia-shaped steps
+    of `python benchmarks/attention.py` (issue 9; both programs in one process, timed
+    alternately, on a 2-core AMD EPYC) the reward-model step took 0.94-0.96x the time it took
+    with jax's derivative, with 191 MB of temporaries instead of 224; SFT 0.96x; DPO with
+    precomputed reference log-probs 0.97-1.03x (docs/benchmarks/attention-cpu.txt).
     """
     dtype = q_BxHxTxK.dtype
     return _masked_attention(
