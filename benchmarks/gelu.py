@@ -9,6 +9,8 @@ GELU, and timed alternately (benchmarks/alternate.py says how, and what is print
 """
 
 import contextlib
+from functools import partial
+from unittest import mock
 
 import jax
 from alternate import alternate, parser  # this directory, run as a script
@@ -16,21 +18,14 @@ from alternate import alternate, parser  # this directory, run as a script
 import rlft.models.transformer as transformer
 
 
-@contextlib.contextmanager
-def _jax_gelu():
-    """Trace the model with jax.nn.gelu(approximate=False) in place of gelu_exact."""
-    ours = transformer.gelu_exact
-    transformer.gelu_exact = lambda x: jax.nn.gelu(x, approximate=False)
-    try:
-        yield
-    finally:
-        transformer.gelu_exact = ours
+def _jax_gelu(x):
+    return jax.nn.gelu(x, approximate=False)
 
 
 def main(argv=None) -> dict:
     args = parser(__doc__).parse_args(argv)
     variants = {
-        "jax.nn.gelu (erfc)": _jax_gelu,
+        "jax.nn.gelu (erfc)": partial(mock.patch.object, transformer, "gelu_exact", _jax_gelu),
         "rlft gelu_exact (erf)": contextlib.nullcontext,
     }
     return alternate(args, variants)
