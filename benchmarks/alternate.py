@@ -1,10 +1,10 @@
 """Two builds of one train step traced in one process and timed alternately (issue 9).
 
-Shared by benchmarks/gelu.py and benchmarks/attention.py. The step is
+Shared by benchmarks/gelu.py, attention.py and shared_prefix.py. The step is
 benchmarks/train_step.py's Pythia-shaped one (6 layers, width 128, d_ff 512, vocabulary 50,304,
-8 pairs of a 64-token prompt and a 53-token response; DPO with precomputed reference
-log-probs). Each variant is a context manager in force while its program is traced; the two
-programs then run `--steps` steps at a time for `--rounds` rounds, alternating, so the
+8 pairs of a 64-token prompt, `--prompt-len`, and a 53-token response; DPO with precomputed
+reference log-probs). Each variant is a context manager in force while its program is traced;
+the two programs then run `--steps` steps at a time for `--rounds` rounds, alternating, so the
 machine's drift falls on both alike (on a shared 2-core machine, runs of one commit and then
 another drifted by more than the differences measured here). Prints each program's median and
 best milliseconds per step, their ratio, each program's temporaries (XLA's memory analysis),
@@ -32,6 +32,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, default=3, help="steps of one program per round")
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--vocab", type=int, default=50304)
+    ap.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per row")
     return ap
 
 
@@ -48,12 +49,12 @@ def alternate(args, variants: dict) -> dict:
         d_model=128,
         num_heads=4,
         d_ff=512,
-        max_len=256,
+        max_len=max(256, args.prompt_len + 53),
         vocab_size=args.vocab,
     )
     mesh = make_mesh(-1, 1)
     tx, schedule = make_optimizer(OptimConfig(), 1000)
-    pairs = pythia_pairs(8, 64, 53, cfg.vocab_size)
+    pairs = pythia_pairs(8, args.prompt_len, 53, cfg.vocab_size)
     batch = (
         pairs
         if args.objective != "sft"

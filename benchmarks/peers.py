@@ -24,27 +24,29 @@ temperature 0.7, no top-k or top-p, no early stop. rlft: `rlft.rollout.sampler.g
 max_new_tokens=L)`, its default dynamic KV cache and sdpa attention; EOS is masked by
 min_new_tokens, so no row stops early.
 
-Train steps (seconds per optimizer step = forward + backward + AdamW update): every step
-trains on 2 * pairs rows of P + L tokens: SFT on 2 * pairs demonstrations (loss on the L
-response tokens), reward and DPO on `pairs` pairs (chosen and rejected share one forward on
-both sides). AdamW (lr 1e-6, betas 0.9/0.999, no weight decay, grads clipped at global norm
-1.0), float32 throughout. rlft: the public `rlft.train.step.train_step` under `jax.jit` with the
-state donated (as `benchmarks/train_step.py` builds it), the numpy batch placed on the device
-every step and the step's metrics waited for; DPO either with the reference log-probs
-computed each step by `rlft.rollout.scoring.reference_logprobs` (a jitted forward of the frozen
-reference, chosen and rejected as two passes) or precomputed (rlft's default: the DPO stage
-computes them once and caches them). TRL: `DPOTrainer` / `SFTTrainer` / `RewardTrainer`
+Train steps (seconds per optimizer step = forward + backward + AdamW update): every step trains
+on 2 * pairs rows of P + L tokens: SFT on 2 * pairs demonstrations (loss on the L response
+tokens), reward and DPO on `pairs` pairs (chosen and rejected share one forward on both sides;
+rlft runs each pair's P prompt columns once, into a KV cache both responses attend over, as its
+reward and DPO stages do: `Models.pair_prefix_len`). AdamW (lr 1e-6, betas 0.9/0.999, no weight
+decay, grads clipped at global norm 1.0), float32 throughout. rlft: the public
+`rlft.train.step.train_step` under `jax.jit` with the state donated (as
+`benchmarks/train_step.py` builds it), the numpy batch placed on the device every step and the
+step's metrics waited for; DPO either with the reference log-probs computed each step by
+`rlft.rollout.scoring.reference_logprobs` (a jitted forward of the frozen reference, chosen and
+rejected in one pass, the prompt once) or precomputed (rlft's default: the DPO stage computes
+them once and caches them). TRL: `DPOTrainer` / `SFTTrainer` / `RewardTrainer`
 `.train(max_steps=...)` on a `datasets.Dataset` with TRL's default collators, its default
 optimizer (`adamw_torch_fused`) and linear schedule, with bf16=False and
 gradient_checkpointing=False (TRL defaults both on), logging, saving, tqdm and reporting off;
-step time is the gap between consecutive `on_step_end` callbacks (so it includes the data
-loader and the trainer's per-step bookkeeping). DPO: sigmoid loss, beta 0.05, the reference a
-deep copy of the policy passed as `ref_model` and run every step
-(precompute_ref_log_probs=False, TRL's default); also precompute_ref_log_probs=True, which
-TRL computes once before training. DPO needs text, so a word-level tokenizer over the whole
-vocabulary ("t<id>" words, "<eos>" 0, "<pad>" 1) is built on the spot; it maps each token id
-to one word and back, and TRL appends the EOS itself. SFT and reward take pre-tokenised
-columns (`input_ids` + `labels` with -100 on the prompt; `chosen_ids` / `rejected_ids`).
+step time is the gap between consecutive `on_step_end` callbacks (so it includes the data loader
+and the trainer's per-step bookkeeping). DPO: sigmoid loss, beta 0.05, the reference a deep copy
+of the policy passed as `ref_model` and run every step (precompute_ref_log_probs=False, TRL's
+default); also precompute_ref_log_probs=True, which TRL computes once before training. DPO needs
+text, so a word-level tokenizer over the whole vocabulary ("t<id>" words, "<eos>" 0, "<pad>" 1)
+is built on the spot; it maps each token id to one word and back, and TRL appends the EOS
+itself. SFT and reward take pre-tokenised columns (`input_ids` + `labels` with -100 on the
+prompt; `chosen_ids` / `rejected_ids`).
 
 Timing: after `warmup` untimed calls or steps (compilation, allocator warm-up), `reps` timed
 ones; best and median are reported, ratios use the medians (peer time / rlft time, > 1 means
@@ -58,7 +60,9 @@ except the input embedding (a lookup); attention's score/value products (about 4
 token per layer, a few percent here) are left out. Sampling counts the prompt tokens through
 the body only (both sides project only the last prompt position to the vocabulary) and each
 new token through the whole model; DPO with a per-step reference adds 2 * params per token.
-The fraction of the bound is (FLOPs / achievable FLOP/s) / measured seconds.
+The fraction of the bound is (FLOPs / achievable FLOP/s) / measured seconds, for both sides
+the workload's FLOPs as counted here, although rlft computes fewer: the LM head only on chunks
+holding response tokens, and in the reward and DPO steps each pair's prompt once.
 """
 
 import argparse
@@ -83,7 +87,7 @@ from rlft.objectives import OBJECTIVES
 from rlft.objectives.base import Models
 from rlft.parallel import batch_sharding, make_mesh, shard_batch
 from rlft.rollout.sampler import generate
-from rlft.rollout.scoring import reference_logprobs
+from rlft.rollout.scoring import pair_prefix_len, reference_logprobs
 from rlft.train.state import TrainState, make_optimizer
 from rlft.train.step import StepSpec, train_step
 
@@ -315,7 +319,10 @@ def rlft_steps(s: Shapes, cfg, lm, rm, batches) -> dict:
     for name, (objective, params, batch, ref_mode) in cases.items():
         _, hp_cls, roles = OBJECTIVES[objective]
         hp = hp_cls(beta=BETA) if objective == "dpo" else hp_cls()
-        spec = StepSpec(objective, Models(**{r: cfg for r in roles}), hp, tx, schedule)
+        # The pairs' shared prompt columns run once, as rlft's reward and DPO stages set it.
+        prefix = pair_prefix_len(batch) if objective != "sft" else 0
+        models = Models(**{r: cfg for r in roles}, pair_prefix_len=prefix)
+        spec = StepSpec(objective, models, hp, tx, schedule)
         # Replicated in and out (one device), so the donated output state is the next input
         # as is and the step compiles once, as in rlft's driver loop.
         fn = jax.jit(

@@ -70,7 +70,8 @@ def test_ppo_refuses_a_reward_model_of_unknown_class(tmp_path, capsys):
 
 
 def test_reference_logprobs_are_the_log_prob_scorer_per_side():
-    """DPO's reference keys are `logprob_scores` of each side, row for row."""
+    """DPO's reference keys are `logprob_scores` of each side, row for row (the pass runs
+    both sides at once, their 4 shared prompt columns once per pair)."""
     rng = np.random.default_rng(0)
     n, t = 16, 9
     pairs = {}
@@ -78,6 +79,8 @@ def test_reference_logprobs_are_the_log_prob_scorer_per_side():
         pairs[f"{side}_tokens"] = rng.integers(0, MODEL.vocab_size, (n, t)).astype(np.int32)
         pairs[f"{side}_mask"] = np.ones((n, t), bool)
         pairs[f"{side}_loss_mask"] = np.arange(t)[None].repeat(n, 0) >= 4
+    pairs["rejected_tokens"][:, :4] = pairs["chosen_tokens"][:, :4]  # one prompt per pair
+    assert scoring.pair_prefix_len(pairs) == 4
     mesh = make_mesh()
     tx, _ = make_optimizer(OptimConfig(), 10)
     state, _ = init_state({"policy": ("lm", MODEL)}, tx, seed=1, mesh=mesh)

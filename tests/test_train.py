@@ -12,6 +12,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlft.config import OptimConfig, load_config, parse_config
+from rlft.data import shared_prefix_len
 from rlft.data.bundle import DataBundle
 from rlft.data.sources import bundle_from_config
 from rlft.data.synthetic import SyntheticConfig, make_datasets
@@ -46,14 +47,17 @@ def _batch(objective: str, rows: int = 16) -> dict:
     return batch
 
 
-def _run_steps(objective: str, mesh, accum: int = 1, steps: int = 2):
+def _run_steps(objective: str, mesh, accum: int = 1, steps: int = 2, prefix: bool = False):
     # Plain SGD: Adam divides by sqrt(v) and turns float noise in an exactly-zero gradient
     # (e.g. the reward model's final LayerNorm bias, which cancels in r_c - r_r) into O(lr)
     # updates, which would hide or fake a sharding difference.
     tx, schedule = optax.sgd(0.5), optax.constant_schedule(0.5)
     _, hp_cls, roles = OBJECTIVES[objective]
     kind = "scalar" if roles == ("reward",) else "lm"
-    models = Models(**{roles[0]: MODEL})
+    # prefix: the pairs' shared prompt columns run once per pair, as the stages run them
+    models = Models(
+        **{roles[0]: MODEL}, pair_prefix_len=prefix and shared_prefix_len(_batch(objective))
+    )
     spec = StepSpec(objective, models, hp_cls(), tx, schedule, accum)
     state, _ = init_state({roles[0]: (kind, MODEL)}, tx, seed=3, mesh=mesh)
     step = jax.jit(functools.partial(train_step, spec=spec))
@@ -70,11 +74,15 @@ def _assert_close(a, b, tol):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=tol, rtol=tol)
 
 
-@pytest.mark.parametrize("objective,data,fsdp", [("sft", 4, 2), ("reward", 2, 4), ("dpo", 8, 1)])
-def test_sharded_step_equals_single_device(objective, data, fsdp):
-    single_params, single_metrics = _run_steps(objective, make_mesh(1, 1, jax.devices()[:1]))
+@pytest.mark.parametrize(
+    "objective,data,fsdp,prefix",
+    [("sft", 4, 2, False), ("reward", 2, 4, False), ("dpo", 8, 1, False), ("dpo", 2, 4, True)],
+)
+def test_sharded_step_equals_single_device(objective, data, fsdp, prefix):
+    one = make_mesh(1, 1, jax.devices()[:1])
+    single_params, single_metrics = _run_steps(objective, one, prefix=prefix)
     mesh = make_mesh(data, fsdp)
-    sharded_params, sharded_metrics = _run_steps(objective, mesh)
+    sharded_params, sharded_metrics = _run_steps(objective, mesh, prefix=prefix)
     _assert_close(single_params, sharded_params, 1e-5)
     # Metrics get an absolute 3e-5: the reward model's reward level is of order 1 and crosses
     # near 0 after the first update (-1.34 -> 0.015), where rtol gives no room, and a float32

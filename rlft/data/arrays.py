@@ -53,6 +53,25 @@ def pack_pairs(prompts, chosen, rejected, prompt_len: int, response_len: int, pa
     return out
 
 
+def shared_prefix_len(pairs: dict) -> int:
+    """Leading columns in which every pair's chosen and rejected rows agree, tokens and mask:
+    at least the prompt in rlft's layout (`pack_pairs`), so `rlft.models.backbone_hidden` may
+    run them once per pair (`Models.pair_prefix_len`). At most T - 1, so each row keeps a
+    column of its own; 0 for no pairs. Raises ValueError if the two sides' shapes differ."""
+    c_tokens, r_tokens = (np.asarray(pairs[f"{side}_tokens"]) for side in ("chosen", "rejected"))
+    c_mask, r_mask = (np.asarray(pairs[f"{side}_mask"]) for side in ("chosen", "rejected"))
+    if not c_tokens.shape == r_tokens.shape == c_mask.shape == r_mask.shape:
+        raise ValueError(
+            "chosen_tokens, rejected_tokens, chosen_mask and rejected_mask must have one shape; "
+            f"got {c_tokens.shape}, {r_tokens.shape}, {c_mask.shape}, {r_mask.shape}"
+        )
+    if c_tokens.shape[0] == 0:
+        return 0
+    same_T = np.all((c_tokens == r_tokens) & (c_mask == r_mask), axis=0)
+    differs = np.flatnonzero(~same_T)
+    return int(max(min(differs[0] if differs.size else same_T.size, same_T.size - 1), 0))
+
+
 class ArrayDataset:
     """Rows of equal-length arrays; `batch(step)` is deterministic in (seed, step)."""
 

@@ -17,6 +17,7 @@ from rlft.models.transformer import (
     ScalarModel,
     init_kv_cache,
     lm_head,
+    scalar_head,
 )
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "LanguageModel",
     "ModelConfig",
     "ScalarModel",
+    "backbone_hidden",
     "bilinear_reward",
     "causal_mask",
     "head_logits_VxN",
@@ -98,19 +100,72 @@ def lm_logits(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Arr
     return logits_BxTxV
 
 
-def lm_hidden(cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array) -> jax.Array:
+def backbone_hidden(
+    cfg: ModelConfig,
+    backbone_params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    *,
+    prefix_len: int = 0,
+    copies: int = 1,
+) -> jax.Array:
+    """The backbone's final-LayerNorm hidden states h_BxTxD (cfg.dtype), in rlft's layout.
+
+    With `prefix_len` P > 0, the B rows are `copies` blocks of G = B / copies rows, and row
+    c * G + g holds the same first P columns (tokens and mask) as row g: a preference pair's
+    chosen and rejected rows (`copies` = 2, the objectives' [chosen; rejected] batch) share
+    their prompt. Those P columns then run through the backbone once for the G rows, into a
+    KV cache repeated `copies` times, and the remaining T - P columns of all B rows attend over
+    it (the sampler's prefill and decode, with T - P new tokens at once): the same attention
+    masks, positions and ops per row as the whole forward, so the same hidden states and
+    gradients to float rounding (tests/test_shared_prefix.py), with the prefix's FLOPs paid
+    once per G rows, not per B. Nothing checks that the rows share the prefix: a caller passes
+    P from `rlft.data.arrays.shared_prefix_len` of the data. Raises ValueError unless
+    0 <= P < T and `copies` divides B.
+    """
+    positions_BxT, attn_BxTxT = positions_from_mask(mask_BxT), causal_mask(mask_BxT)
+    backbone, variables = Backbone(cfg), {"params": backbone_params}
+    b, t = tokens_BxT.shape
+    if not 0 <= prefix_len < t or copies < 1 or b % copies:
+        raise ValueError(
+            f"prefix_len={prefix_len} must lie in [0, {t}) and copies={copies} divide {b} rows"
+        )
+    if prefix_len == 0:
+        return backbone.apply(variables, tokens_BxT, positions_BxT, attn_BxTxT)[0]
+    g, p = b // copies, prefix_len
+    h_GxPxD, cache = backbone.apply(
+        variables,
+        tokens_BxT[:g, :p],
+        positions_BxT[:g, :p],
+        attn_BxTxT[:g, :p],
+        init_kv_cache(cfg, g, t),
+        0,
+    )
+    cache = jax.tree.map(lambda x: jnp.tile(x, (copies, 1, 1, 1)), cache)
+    h_BxRxD, _ = backbone.apply(
+        variables, tokens_BxT[:, p:], positions_BxT[:, p:], attn_BxTxT[:, p:], cache, p
+    )
+    return jnp.concatenate([jnp.tile(h_GxPxD, (copies, 1, 1)), h_BxRxD], axis=1)
+
+
+def lm_hidden(
+    cfg: ModelConfig,
+    params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    *,
+    prefix_len: int = 0,
+    copies: int = 1,
+) -> jax.Array:
     """The language model without its head: final-LayerNorm hidden states h_BxTxD (cfg.dtype).
 
     `lm_head_logits(cfg, params, h_BxTxD)` of these equals `lm_logits`; splitting the two lets
     a caller run the [D, V] head only at the positions it scores (rlft.objectives.logprobs).
+    `prefix_len`, `copies`: a prefix the rows share, run once (`backbone_hidden`).
     """
-    h_BxTxD, _ = Backbone(cfg).apply(
-        {"params": params["backbone"]},
-        tokens_BxT,
-        positions_from_mask(mask_BxT),
-        causal_mask(mask_BxT),
+    return backbone_hidden(
+        cfg, params["backbone"], tokens_BxT, mask_BxT, prefix_len=prefix_len, copies=copies
     )
-    return h_BxTxD
 
 
 def lm_head_logits(cfg: ModelConfig, params, h_NxD: jax.Array) -> jax.Array:
@@ -120,12 +175,20 @@ def lm_head_logits(cfg: ModelConfig, params, h_NxD: jax.Array) -> jax.Array:
 
 
 def scalar_values(
-    cfg: ModelConfig, params, tokens_BxT: jax.Array, mask_BxT: jax.Array
+    cfg: ModelConfig,
+    params,
+    tokens_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    *,
+    prefix_len: int = 0,
+    copies: int = 1,
 ) -> jax.Array:
-    """Full forward of a scalar model: one float32 value per position [B, T]."""
-    return ScalarModel(cfg).apply(
-        {"params": params}, tokens_BxT, positions_from_mask(mask_BxT), causal_mask(mask_BxT)
+    """Full forward of a scalar model: one float32 value per position [B, T].
+    `prefix_len`, `copies`: a prefix the rows share, run once (`backbone_hidden`)."""
+    h_BxTxD = backbone_hidden(
+        cfg, params["backbone"], tokens_BxT, mask_BxT, prefix_len=prefix_len, copies=copies
     )
+    return scalar_head(cfg).apply({"params": params["scalar_head"]}, h_BxTxD)[..., 0]
 
 
 def lm_head_kernels(params) -> tuple[jax.Array, jax.Array]:

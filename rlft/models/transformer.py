@@ -343,16 +343,20 @@ class ScalarModel(nn.Module):
     @nn.compact
     def __call__(self, tokens_BxT, positions_BxT, mask_BxTxS):
         h_BxTxD, _ = Backbone(self.cfg, name="backbone")(tokens_BxT, positions_BxT, mask_BxTxS)
-        std = (self.cfg.d_model + 1) ** -0.5
-        values_BxTx1 = nn.Dense(
-            1,
-            dtype=jnp.float32,
-            param_dtype=jnp.float32,
-            name="scalar_head",
-            kernel_init=_kernel("embed", None, std=std),
-            bias_init=_zeros(None),
-        )(h_BxTxD)
-        return values_BxTx1[..., 0]
+        return scalar_head(self.cfg, name="scalar_head")(h_BxTxD)[..., 0]
+
+
+def scalar_head(cfg: ModelConfig, name: str | None = None) -> nn.Dense:
+    """The scalar head D -> 1, float32: `ScalarModel`'s, and the module that
+    `rlft.models.scalar_values` applies alone to hidden states."""
+    return nn.Dense(
+        1,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        name=name,
+        kernel_init=_kernel("embed", None, std=(cfg.d_model + 1) ** -0.5),
+        bias_init=_zeros(None),
+    )
 
 
 def init_kv_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> KVCache:

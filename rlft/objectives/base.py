@@ -15,6 +15,10 @@ class Models:
     policy: ModelConfig | None = None  # language model ("lm")
     reward: ModelConfig | None = None  # reward model, read as reward.model_class says
     critic: ModelConfig | None = None  # scalar model read at every position (PPO value)
+    # Leading columns that every pair's chosen and rejected rows share (their prompt), which
+    # the reward and DPO losses run through the backbone once per pair (issue 9); a stage sets
+    # it from its data (rlft.data.arrays.shared_prefix_len). 0: every row runs whole.
+    pair_prefix_len: int = 0
 
 
 class LossOut(NamedTuple):

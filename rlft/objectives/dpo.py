@@ -90,7 +90,8 @@ def dpo_losses(
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: DpoHparams) -> LossOut:
-    """Sum of per-pair DPO losses; chosen and rejected share one [2B, T] policy forward."""
+    """Sum of per-pair DPO losses; chosen and rejected share one [2B, T] policy forward, their
+    first `models.pair_prefix_len` columns (the prompt) run once per pair."""
     b = batch["chosen_tokens"].shape[0]
 
     def both(key):
@@ -103,6 +104,8 @@ def loss_fn(params: dict, batch: dict, models: Models, hp: DpoHparams) -> LossOu
         both("mask"),
         both("loss_mask"),
         hp.temperature,
+        prefix_len=models.pair_prefix_len,
+        copies=2,
     )
     policy_chosen_B, policy_rejected_B = logp_2B[:b], logp_2B[b:]
     losses_B, chosen_reward_B, rejected_reward_B = dpo_losses(

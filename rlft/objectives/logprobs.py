@@ -81,10 +81,23 @@ def sequence_logprobs(
     mask_BxT: jax.Array,
     loss_mask_BxT: jax.Array,
     temperature: float = 1.0,
+    *,
+    prefix_len: int = 0,
+    copies: int = 1,
 ) -> jax.Array:
     """log pi(y | x) [B]: the language model's token log-probs summed over loss_mask (the
-    response tokens); the head runs only on chunks holding scored tokens."""
-    stats = scored_token_stats(cfg, params, tokens_BxT, mask_BxT, loss_mask_BxT, temperature)
+    response tokens); the head runs only on chunks holding scored tokens. `prefix_len`,
+    `copies`: a prefix the rows share, run through the backbone once (`scored_token_stats`)."""
+    stats = scored_token_stats(
+        cfg,
+        params,
+        tokens_BxT,
+        mask_BxT,
+        loss_mask_BxT,
+        temperature,
+        prefix_len=prefix_len,
+        copies=copies,
+    )
     return jnp.sum(stats["logp"], axis=-1)
 
 
@@ -118,6 +131,8 @@ def scored_token_stats(
     entropy: bool = False,
     hits: bool = False,
     chunk_len: int = CHUNK_LEN,
+    prefix_len: int = 0,
+    copies: int = 1,
 ) -> dict[str, jax.Array]:
     """Per-token statistics of the language model at the scored tokens, each [B, T] and
     aligned to tokens like `token_logprobs`, and 0 (False) wherever loss_mask is not set:
@@ -128,9 +143,11 @@ def scored_token_stats(
 
     Equal to the full-logits path (`lm_logits`, `token_logprobs`, `shifted_entropy`) to
     float rounding, values and gradients; see the module docstring for the chunking.
-    Raises ValueError for T < 2 or chunk_len < 1.
+    `prefix_len`, `copies`: rows c * B / copies + g share their first prefix_len columns with
+    row g, which run through the backbone once (`rlft.models.backbone_hidden`).
+    Raises ValueError for T < 2 or chunk_len < 1, and as `backbone_hidden` does.
     """
-    h_BxTxD = lm_hidden(cfg, params, tokens_BxT, mask_BxT)
+    h_BxTxD = lm_hidden(cfg, params, tokens_BxT, mask_BxT, prefix_len=prefix_len, copies=copies)
     b, t = tokens_BxT.shape
     chunks, length = chunking(t - 1, chunk_len)
 

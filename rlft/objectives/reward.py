@@ -56,16 +56,22 @@ def sequence_reward(
     mask_BxT: jax.Array,
     loss_mask_BxT: jax.Array | None = None,
     model_class: str = "last",
+    *,
+    prefix_len: int = 0,
+    copies: int = 1,
 ) -> jax.Array:
     """r(x, y) [B] of the reward class `model_class` (module docstring); all but "last" need
-    `loss_mask_BxT`, the response tokens."""
+    `loss_mask_BxT`, the response tokens. `prefix_len`, `copies`: a prefix the rows share, run
+    through the backbone once (`rlft.models.backbone_hidden`; the bilinear class has none)."""
     if model_class not in MODEL_CLASSES or (model_class != "last" and loss_mask_BxT is None):
         raise ValueError(
             f"model_class={model_class!r} needs one of {MODEL_CLASSES} (all but last: loss_mask)"
         )
     if model_class == "bilinear":
         return bilinear_reward(cfg, params, tokens_BxT, mask_BxT, loss_mask_BxT)
-    values_BxT = scalar_values(cfg, params, tokens_BxT, mask_BxT)
+    values_BxT = scalar_values(
+        cfg, params, tokens_BxT, mask_BxT, prefix_len=prefix_len, copies=copies
+    )
     if model_class == "last":
         return jnp.take_along_axis(values_BxT, last_index(mask_BxT)[:, None], axis=-1)[:, 0]
     m_BxT = loss_mask_BxT.astype(values_BxT.dtype)
@@ -81,7 +87,8 @@ def bradley_terry(chosen_reward_B: jax.Array, rejected_reward_B: jax.Array) -> j
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: RewardHparams) -> LossOut:
-    """Sum of Bradley–Terry losses over pairs; chosen and rejected share one [2B, T] forward."""
+    """Sum of Bradley–Terry losses over pairs; chosen and rejected share one [2B, T] forward,
+    their first `models.pair_prefix_len` columns (the prompt) run once per pair."""
     b = batch["chosen_tokens"].shape[0]
 
     def both(key):
@@ -94,6 +101,8 @@ def loss_fn(params: dict, batch: dict, models: Models, hp: RewardHparams) -> Los
         both("mask"),
         both("loss_mask"),
         hp.model_class,
+        prefix_len=models.pair_prefix_len,
+        copies=2,
     )
     chosen_B, rejected_B = reward_2B[:b], reward_2B[b:]
     metrics = {

@@ -8,6 +8,7 @@ so a stage's setup, the reproduce pipeline and a judge share one compiled progra
   logprob_scores          log pi(y | x), summed over the response tokens (loss_mask)
   rm_scores               r(x, y) of a reward-model class (rlft.objectives.reward)
   reference_logprobs      DPO's batch keys ref_chosen_logp / ref_rejected_logp
+  pair_prefix_len         the columns every pair's two rows share, agreed by all processes
   normalize_reward_model  the paper's normalisation, folded into the reward model's offset
   load_reward_model       a trained reward model and the class its checkpoint records
 """
@@ -17,9 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
+from rlft.data.arrays import shared_prefix_len
 from rlft.errors import CheckpointError, ModelClassError
 from rlft.models import ModelConfig
 from rlft.models.params_io import load_params, read_meta
@@ -69,6 +73,36 @@ def _reward_fn(cfg: ModelConfig, model_class: str):
     )
 
 
+@functools.lru_cache(maxsize=32)
+def _pair_logprob_fn(cfg: ModelConfig, temperature: float, prefix_len: int):
+    def fn(params, b):
+        n = b["chosen_tokens"].shape[0]
+        both = {k: jnp.concatenate([b[f"chosen_{k}"], b[f"rejected_{k}"]]) for k in SEQUENCE_KEYS}
+        logp_2N = sequence_logprobs(
+            cfg,
+            params,
+            both["tokens"],
+            both["mask"],
+            both["loss_mask"],
+            temperature,
+            prefix_len=prefix_len,
+            copies=2,
+        )
+        return {"ref_chosen_logp": logp_2N[:n], "ref_rejected_logp": logp_2N[n:]}
+
+    return jax.jit(fn)
+
+
+def pair_prefix_len(pairs: dict) -> int:
+    """`rlft.data.arrays.shared_prefix_len` of the pairs, the least over processes: one program
+    on every process, exact for every process's rows (`rlft.objectives.Models.pair_prefix_len`).
+    """
+    p = shared_prefix_len(pairs)
+    if jax.process_count() == 1:
+        return p
+    return int(np.min(multihost_utils.process_allgather(np.int32(p))))
+
+
 def _sequences(arrays: dict, prefix: str) -> dict[str, np.ndarray]:
     return {k: arrays[prefix + k] for k in SEQUENCE_KEYS}
 
@@ -107,13 +141,12 @@ def reference_logprobs(
     cfg: ModelConfig, params, pairs: dict, batch_size: int, mesh: Mesh, temperature: float
 ) -> dict[str, np.ndarray]:
     """{'ref_chosen_logp', 'ref_rejected_logp'} [N]: summed response log-probs of each side of
-    the pairs under the reference policy `params`, the keys DPO's batch reads."""
-    return {
-        f"ref_{side}_logp": logprob_scores(
-            cfg, params, pairs, mesh, f"{side}_", temperature, batch_size
-        )
-        for side in ("chosen", "rejected")
-    }
+    the pairs under the reference policy `params`, the keys DPO's batch reads. Both sides of
+    `batch_size` pairs run in one forward, their shared prompt once (`pair_prefix_len`); the
+    same as `logprob_scores` of each side to float rounding (tests/test_scoring.py)."""
+    keys = [f"{side}_{k}" for side in ("chosen", "rejected") for k in SEQUENCE_KEYS]
+    fn = _pair_logprob_fn(cfg, temperature, pair_prefix_len(pairs))
+    return forward_dataset(fn, params, {k: pairs[k] for k in keys}, batch_size, mesh)
 
 
 def normalize_reward_model(

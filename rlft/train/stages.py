@@ -21,7 +21,7 @@ from rlft.models.params_io import load_params
 from rlft.objectives import reward
 from rlft.objectives.base import Models
 from rlft.parallel import shard_batch
-from rlft.rollout.scoring import normalize_reward_model, reference_logprobs
+from rlft.rollout.scoring import normalize_reward_model, pair_prefix_len, reference_logprobs
 from rlft.train.files import replace_file
 from rlft.train.ppo_stage import ppo_stage
 from rlft.train.stage import Stage, replace_params, require_init
@@ -90,7 +90,7 @@ def reward_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stag
 
     return Stage(
         {"reward": (kind, run.model)},
-        Models(reward=run.model),
+        Models(reward=run.model, pair_prefix_len=pair_prefix_len(data.arrays)),
         load_init,
         _offline_run_step(data, mesh),
         finalize=finalize,
@@ -128,7 +128,7 @@ def dpo_stage(run: RunConfig, mesh, workdir: str, bundle: DataBundle) -> Stage:
 
     return Stage(
         {"policy": ("lm", run.model)},
-        Models(policy=run.model),
+        Models(policy=run.model, pair_prefix_len=pair_prefix_len(pairs)),
         load_init,
         _offline_run_step(data, mesh),
     )
