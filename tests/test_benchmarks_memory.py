@@ -199,7 +199,7 @@ def test_h200_page_figures_come_from_the_records():
 
 
 def test_readme_cpu_performance_table_comes_from_its_record():
-    """The README's Performance table and its reward-bound sentence, from peers-cpu.json."""
+    """The README's Performance table and its reward-bound sentences, from peers-cpu.json."""
     record = json.loads((ROOT / "docs" / "benchmarks" / "peers-cpu.json").read_text())
     readme = (ROOT / "README.md").read_text()
     steps, ratios = record["train_steps"], record["ratios"]
@@ -225,10 +225,14 @@ def test_readme_cpu_performance_table_comes_from_its_record():
     assert unrounded in readme, unrounded
     flops, rate = record["flops"]["train_step"]["reward"], record["matmul_bound"]["train"]
     trl_ms = steps["reward"]["trl"]["seconds"]["median"] * 1e3
+    p, r = record["shapes"]["prompt"], record["shapes"]["response"]
+    shared = flops * (p + 2 * r) / (2 * (p + r))  # each pair's prompt once: P + 2R tokens
     sentence = (
         f"step's {flops / 1e9:.1f} GFLOP at the run's best matmul rate "
         f"({rate['best_gflops']:.0f} GFLOP/s, numpy) take {flops / rate['best_gflops'] / 1e6:.0f} "
-        f"ms, and a third of TRL's {trl_ms:.0f} ms is {trl_ms / 3:.0f} ms."
+        f"ms, and a third of TRL's {trl_ms:.0f} ms is {trl_ms / 3:.0f} ms; with each pair's prompt "
+        f"run once (below) the step computes {shared / 1e9:.1f} GFLOP, "
+        f"{shared / rate['best_gflops'] / 1e6:.0f} ms at that rate."
     )
     assert max(rate["gflops"], key=rate["gflops"].get) == "numpy"
     assert sentence in " ".join(readme.split()), sentence  # however the paragraph is wrapped
