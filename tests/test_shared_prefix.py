@@ -17,6 +17,7 @@ from rlft.data.sources import bundle_from_config
 from rlft.models import backbone_hidden, init_params, lm_hidden, model_config
 from rlft.objectives import Models, dpo, reward
 from rlft.parallel import make_mesh
+from rlft.rollout import scoring
 from rlft.train import loop
 from rlft.train.stages import build_stage
 from tests.helpers import REPO_CONFIGS
@@ -193,3 +194,20 @@ def test_the_pair_stages_share_their_datas_prefix(objective, tmp_path):
         stage = build_stage(run, mesh, str(tmp_path / objective), bundle)
     assert stage.models.pair_prefix_len == shared_prefix_len(bundle.pairs)
     assert stage.models.pair_prefix_len >= run.data.prompt_len
+
+
+def test_pair_prefix_len_takes_the_least_over_processes(monkeypatch):
+    """Every process must trace one program, and each one's rows must share the prefix: the
+    agreed length is the least any process found (here process 1's 3 columns against 7)."""
+    pairs = _pairs(np.random.default_rng(6))
+    assert shared_prefix_len(pairs) >= P
+    gathered = []
+
+    def allgather(x):
+        gathered.append(int(x))
+        return np.array([int(x), 3], np.int32)
+
+    monkeypatch.setattr(scoring.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(scoring.multihost_utils, "process_allgather", allgather)
+    assert scoring.pair_prefix_len(pairs) == 3
+    assert gathered == [shared_prefix_len(pairs)]
