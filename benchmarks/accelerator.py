@@ -12,24 +12,25 @@ ran those (docs/benchmarks/accelerator-h200.md). Default output:
 docs/benchmarks/accelerator-<device>.json.
 
 Train steps (rlft.train.step.train_step, jitted as rlft.train.loop does, one device, random
-init, random tokens; `--steps` timed after one compile call). Model FLOPs per step follow
-PaLM (Chowdhery et al. 2022, appendix B):
+init, random tokens; `--steps` timed after one compile call). Model FLOPs per step follow PaLM
+(Chowdhery et al. 2022, appendix B):
 
     F = 6 N D + 12 L d T D        D = tokens in the step, T = sequence length, L layers, d width
 
 with N the parameters that multiply every token (all but the input embedding table; Pythia's
 output head is untied, so it counts). One change to PaLM's count: the output head (d x V of N)
-is counted only at the S scored tokens (6 d V S), since a step needs logits only there and
-rlft skips the rest. SFT cells score every token (S = D, PaLM's F exactly); DPO cells score
-the response, the last quarter of each sequence. Remat's recompute is not model FLOPs. DPO
-runs both sequences of each pair (D = 2 x pairs x T). MFU = F / step time / peak bf16 FLOP/s
-of the chip (data sheet); `mfu_of_measured` divides by the bf16 matmul rate measured in the
-same run instead. XLA's own count (`cost_analysis()['flops']`, recompute included) gives the
-hardware FLOPs utilisation (HFU) beside it, except on GPU, where that count leaves out the
-matmuls XLA hands to cuBLAS (on an H200 it read 4.4e12 per step for both Pythia-410m and 1.4b,
-under a tenth of the model FLOPs): there `hfu` is null. Not checked on a TPU. Cell
-`sft_no_remat` is the largest model's SFT step without remat (it fits an H200's memory), run
-last if the budget allows; `--only` picks cells by name.
+is counted only at the S scored tokens (6 d V S), since a step needs logits only there and rlft
+skips the rest. SFT cells score every token (S = D, PaLM's F exactly); DPO cells score the
+response, the last quarter of each sequence. Remat's recompute is not model FLOPs. DPO runs both
+sequences of each pair whole (D = 2 x pairs x T; the DPO stage runs a pair's shared prompt once,
+`Models.pair_prefix_len`, which this script leaves off so F counts what it runs). MFU = F / step
+time / peak bf16 FLOP/s of the chip (data sheet); `mfu_of_measured` divides by the bf16 matmul
+rate measured in the same run instead. XLA's own count (`cost_analysis()['flops']`, recompute
+included) gives the hardware FLOPs utilisation (HFU) beside it, except on GPU, where that count
+leaves out the matmuls XLA hands to cuBLAS (on an H200 it read 4.4e12 per step for both
+Pythia-410m and 1.4b, under a tenth of the model FLOPs): there `hfu` is null. Not checked on a
+TPU. Cell `sft_no_remat` is the largest model's SFT step without remat (it fits an H200's
+memory), run last if the budget allows; `--only` picks cells by name.
 
 Decode (rlft.rollout.sampler.generate's program, B prompts of P tokens, no EOS): a decode step is
 (t(L new tokens) - t(1 new token)) / (L - 1), which removes the prefill. Each step reads every

@@ -4,10 +4,11 @@
     python benchmarks/memory.py --models=pythia-410m --objectives=dpo --json=mem.json
 
 For each model x objective x mesh (1 device, and data=1 x fsdp=8) the train step is jitted as
-`rlft.train.loop` jits it (state and batch shardings, donated state) and lowered with
-`jax.ShapeDtypeStruct` inputs only: the state comes from `jax.eval_shape` of the same init as
-`rlft.train.state.init_state`, the batch from the objective's `BATCH_KEYS`. Then
-`compiled.memory_analysis()` gives, per device, in bytes:
+`rlft.train.loop` jits it (state and batch shardings, donated state; each DPO row run whole,
+where the DPO stage runs a pair's shared prompt once, `Models.pair_prefix_len`, so its cells are
+upper bounds there too) and lowered with `jax.ShapeDtypeStruct` inputs only: the state comes
+from `jax.eval_shape` of the same init as `rlft.train.state.init_state`, the batch from the
+objective's `BATCH_KEYS`. Then `compiled.memory_analysis()` gives, per device, in bytes:
 
     argument  params + AdamW state + step + rng + the batch (whole-program lifetime)
     output    the new state + metrics

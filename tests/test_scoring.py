@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+import rlft.models as models
 from rlft.cli import main
 from rlft.config import OptimConfig, load_config, parse_config
 from rlft.errors import ModelClassError
@@ -69,7 +70,7 @@ def test_ppo_refuses_a_reward_model_of_unknown_class(tmp_path, capsys):
     assert "model_class" in capsys.readouterr().err
 
 
-def test_reference_logprobs_are_the_log_prob_scorer_per_side():
+def test_reference_logprobs_are_the_log_prob_scorer_per_side(monkeypatch):
     """DPO's reference keys are `logprob_scores` of each side, row for row (the pass runs
     both sides at once, their 4 shared prompt columns once per pair)."""
     rng = np.random.default_rng(0)
@@ -81,11 +82,21 @@ def test_reference_logprobs_are_the_log_prob_scorer_per_side():
         pairs[f"{side}_loss_mask"] = np.arange(t)[None].repeat(n, 0) >= 4
     pairs["rejected_tokens"][:, :4] = pairs["chosen_tokens"][:, :4]  # one prompt per pair
     assert scoring.pair_prefix_len(pairs) == 4
+    seen, real = [], models.backbone_hidden  # the pass runs the prompt once per pair
+
+    def spy(*args, prefix_len=0, copies=1, **kw):
+        seen.append((prefix_len, copies))
+        return real(*args, prefix_len=prefix_len, copies=copies, **kw)
+
+    monkeypatch.setattr(models, "backbone_hidden", spy)
+    scoring._pair_logprob_fn.cache_clear()  # traced afresh, under the spy
     mesh = make_mesh()
     tx, _ = make_optimizer(OptimConfig(), 10)
     state, _ = init_state({"policy": ("lm", MODEL)}, tx, seed=1, mesh=mesh)
     params = state.params["policy"]
     ref = scoring.reference_logprobs(MODEL, params, pairs, 8, mesh, 0.7)
+    assert seen == [(4, 2)]
+    scoring._pair_logprob_fn.cache_clear()  # nothing traced under the spy stays cached
     assert set(ref) == {"ref_chosen_logp", "ref_rejected_logp"}
     for side in ("chosen", "rejected"):
         want = scoring.logprob_scores(MODEL, params, pairs, mesh, f"{side}_", 0.7, batch_size=16)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import rlft.models as models_module
 from rlft.config import load_config, parse_config
 from rlft.data import pack_pairs, shared_prefix_len
 from rlft.data.sources import bundle_from_config
@@ -35,20 +36,31 @@ def _pairs(rng, prompt_lens=(3, 7, 1), chosen_lens=(5, 0, 2), rejected_lens=(1, 
     return pack_pairs(draw(prompt_lens), draw(chosen_lens), draw(rejected_lens), P, R, 0)
 
 
-def _both(pairs, key):
-    return jnp.concatenate([pairs[f"chosen_{key}"], pairs[f"rejected_{key}"]])
-
-
 def _rows(copies, seed=0):
-    """[copies * G, P + R] rows: `copies` responses to each of G prompts, block-major."""
+    """[G * copies, P + R] rows: `copies` responses to each of G prompts, adjacent (row
+    g * copies + c), the layout of `pair_rows` and of the sampler's K samples."""
     rng = np.random.default_rng(seed)
     pairs = [_pairs(rng) for _ in range(copies)]
-    for p in pairs[1:]:  # the same prompts in every block
+    for p in pairs[1:]:  # the first copy's prompts in every copy
         for key in ("tokens", "mask"):
             p[f"chosen_{key}"][:, :P] = pairs[0][f"chosen_{key}"][:, :P]
-    tokens = jnp.concatenate([p["chosen_tokens"] for p in pairs])
-    mask = jnp.concatenate([p["chosen_mask"] for p in pairs])
-    return tokens, mask
+    tokens = np.stack([p["chosen_tokens"] for p in pairs], axis=1).reshape(-1, P + R)
+    mask = np.stack([p["chosen_mask"] for p in pairs], axis=1).reshape(-1, P + R)
+    return jnp.asarray(tokens), jnp.asarray(mask)
+
+
+@pytest.fixture
+def prefixes(monkeypatch):
+    """(prefix_len, copies) of every `backbone_hidden` call traced during the test: the
+    shared path's tests would pass with it unused, both sides then running whole rows."""
+    seen, real = [], models_module.backbone_hidden
+
+    def spy(*args, prefix_len=0, copies=1, **kw):
+        seen.append((prefix_len, copies))
+        return real(*args, prefix_len=prefix_len, copies=copies, **kw)
+
+    monkeypatch.setattr(models_module, "backbone_hidden", spy)
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +114,7 @@ def test_backbone_with_a_shared_prefix_equals_the_whole_forward(
 
 
 @pytest.mark.parametrize("model_class", ["last", "sum"])  # "mean" reads values as "sum" does
-def test_reward_loss_with_the_pair_prefix_equals_the_whole_forward(params, model_class):
+def test_reward_loss_with_the_pair_prefix_equals_the_whole_forward(params, model_class, prefixes):
     batch = _pairs(np.random.default_rng(3))
     hp = reward.RewardHparams(model_class)
     prefix = shared_prefix_len(batch)
@@ -117,11 +129,12 @@ def test_reward_loss_with_the_pair_prefix_equals_the_whole_forward(params, model
     g_shared, m_shared = jax.jit(lambda p: grad(p, Models(reward=CFG, pair_prefix_len=prefix)))(
         params["scalar"]
     )
+    assert prefixes == [(0, 2), (prefix, 2)]  # whole rows, then the prompt once per pair
     _assert_trees_close(m_shared, m_whole, 1e-6)
     _assert_trees_close(g_shared, g_whole, 2e-6)
 
 
-def test_dpo_loss_with_the_pair_prefix_equals_the_whole_forward(params):
+def test_dpo_loss_with_the_pair_prefix_equals_the_whole_forward(params, prefixes):
     batch = _pairs(np.random.default_rng(4))
     batch["ref_chosen_logp"] = np.array([-9.0, -1.0, -4.0], np.float32)
     batch["ref_rejected_logp"] = np.array([-3.0, -8.0, -12.0], np.float32)
@@ -137,6 +150,7 @@ def test_dpo_loss_with_the_pair_prefix_equals_the_whole_forward(params):
     g_shared, m_shared = jax.jit(lambda p: grad(p, Models(policy=CFG, pair_prefix_len=prefix)))(
         params["lm"]
     )
+    assert prefixes == [(0, 2), (prefix, 2)]  # whole rows, then the prompt once per pair
     _assert_trees_close(m_shared, m_whole, 1e-6)
     _assert_trees_close(g_shared, g_whole, 2e-6)
 

@@ -55,9 +55,9 @@ def _run_steps(objective: str, mesh, accum: int = 1, steps: int = 2, prefix: boo
     _, hp_cls, roles = OBJECTIVES[objective]
     kind = "scalar" if roles == ("reward",) else "lm"
     # prefix: the pairs' shared prompt columns run once per pair, as the stages run them
-    models = Models(
-        **{roles[0]: MODEL}, pair_prefix_len=prefix and shared_prefix_len(_batch(objective))
-    )
+    prefix_len = shared_prefix_len(_batch(objective)) if prefix else 0
+    assert prefix_len > 0 or not prefix
+    models = Models(**{roles[0]: MODEL}, pair_prefix_len=prefix_len)
     spec = StepSpec(objective, models, hp_cls(), tx, schedule, accum)
     state, _ = init_state({roles[0]: (kind, MODEL)}, tx, seed=3, mesh=mesh)
     step = jax.jit(functools.partial(train_step, spec=spec))

@@ -54,20 +54,25 @@ def pack_pairs(prompts, chosen, rejected, prompt_len: int, response_len: int, pa
 
 
 def shared_prefix_len(pairs: dict) -> int:
-    """Leading columns in which every pair's chosen and rejected rows agree, tokens and mask:
-    at least the prompt in rlft's layout (`pack_pairs`), so `rlft.models.backbone_hidden` may
-    run them once per pair (`Models.pair_prefix_len`). At most T - 1, so each row keeps a
-    column of its own; 0 for no pairs. Raises ValueError if the two sides' shapes differ."""
-    c_tokens, r_tokens = (np.asarray(pairs[f"{side}_tokens"]) for side in ("chosen", "rejected"))
-    c_mask, r_mask = (np.asarray(pairs[f"{side}_mask"]) for side in ("chosen", "rejected"))
-    if not c_tokens.shape == r_tokens.shape == c_mask.shape == r_mask.shape:
+    """Leading columns in which every pair's chosen and rejected rows agree, tokens and mask,
+    so `rlft.models.backbone_hidden` may run them once per pair (`Models.pair_prefix_len`): in
+    rlft's layout (`pack_pairs`) the prompt at least, unless capped. At most T - 1, so each row
+    keeps a column of its own; 0 for no pairs. Reads chosen_/rejected_ tokens and mask [N, T]
+    (KeyError if one is missing); raises ValueError if their shapes differ."""
+    chosen_NxT, rejected_NxT = (np.asarray(pairs[f"{s}_tokens"]) for s in ("chosen", "rejected"))
+    chosen_mask_NxT, rejected_mask_NxT = (
+        np.asarray(pairs[f"{s}_mask"]) for s in ("chosen", "rejected")
+    )
+    shapes = [x.shape for x in (chosen_NxT, rejected_NxT, chosen_mask_NxT, rejected_mask_NxT)]
+    if len(set(shapes)) != 1:
         raise ValueError(
             "chosen_tokens, rejected_tokens, chosen_mask and rejected_mask must have one shape; "
-            f"got {c_tokens.shape}, {r_tokens.shape}, {c_mask.shape}, {r_mask.shape}"
+            f"got {', '.join(map(str, shapes))}"
         )
-    if c_tokens.shape[0] == 0:
+    if chosen_NxT.shape[0] == 0:
         return 0
-    same_T = np.all((c_tokens == r_tokens) & (c_mask == r_mask), axis=0)
+    same_NxT = (chosen_NxT == rejected_NxT) & (chosen_mask_NxT == rejected_mask_NxT)
+    same_T = np.all(same_NxT, axis=0)
     differs = np.flatnonzero(~same_T)
     return int(max(min(differs[0] if differs.size else same_T.size, same_T.size - 1), 0))
 

@@ -111,17 +111,19 @@ def backbone_hidden(
 ) -> jax.Array:
     """The backbone's final-LayerNorm hidden states h_BxTxD (cfg.dtype), in rlft's layout.
 
-    With `prefix_len` P > 0, the B rows are `copies` blocks of G = B / copies rows, and row
-    c * G + g holds the same first P columns (tokens and mask) as row g: a preference pair's
-    chosen and rejected rows (`copies` = 2, the objectives' [chosen; rejected] batch) share
-    their prompt. Those P columns then run through the backbone once for the G rows, into a
-    KV cache repeated `copies` times, and the remaining T - P columns of all B rows attend over
-    it (the sampler's prefill and decode, with T - P new tokens at once): the same attention
-    masks, positions and ops per row as the whole forward, so the same hidden states and
-    gradients to float rounding (tests/test_shared_prefix.py), with the prefix's FLOPs paid
-    once per G rows, not per B. Nothing checks that the rows share the prefix: a caller passes
-    P from `rlft.data.arrays.shared_prefix_len` of the data. Raises ValueError unless
-    0 <= P < T and `copies` divides B.
+    With `prefix_len` P > 0 the B rows are G = B / `copies` groups of `copies` adjacent rows,
+    and every row of a group holds the first row's first P columns (tokens and mask): a
+    preference pair's chosen and rejected rows (`copies` = 2, `rlft.objectives.base.pair_rows`)
+    share their prompt, as do the K samples of a prompt in the sampler's layout (row k of
+    prompt g at g * K + k). Those P columns then run through the backbone once per group, into
+    a P-slot KV cache repeated `copies` times, and the remaining U = T - P columns of all B rows
+    attend over it (the sampler's prefill and decode, with U new tokens at once): the same
+    attention masks, positions and ops per row as the whole forward, so the same hidden states
+    and gradients to float rounding (tests/test_shared_prefix.py), with the prefix's FLOPs paid
+    once per group. A group's rows are adjacent, so a mesh that splits rows into blocks keeps
+    each group on one device. Nothing checks that the rows share the prefix: a caller passes P
+    from `rlft.data.arrays.shared_prefix_len` of its data. Raises ValueError unless
+    0 <= P < T, copies >= 1 and copies divides B (whatever P).
     """
     positions_BxT, attn_BxTxT = positions_from_mask(mask_BxT), causal_mask(mask_BxT)
     backbone, variables = Backbone(cfg), {"params": backbone_params}
@@ -132,20 +134,29 @@ def backbone_hidden(
         )
     if prefix_len == 0:
         return backbone.apply(variables, tokens_BxT, positions_BxT, attn_BxTxT)[0]
-    g, p = b // copies, prefix_len
+    p, first = prefix_len, slice(None, None, copies)  # each group's first row
     h_GxPxD, cache = backbone.apply(
         variables,
-        tokens_BxT[:g, :p],
-        positions_BxT[:g, :p],
-        attn_BxTxT[:g, :p],
-        init_kv_cache(cfg, g, t),
+        tokens_BxT[first, :p],
+        positions_BxT[first, :p],
+        attn_BxTxT[first, :p, :p],
+        init_kv_cache(cfg, b // copies, p),
         0,
     )
-    cache = jax.tree.map(lambda x: jnp.tile(x, (copies, 1, 1, 1)), cache)
-    h_BxRxD, _ = backbone.apply(
-        variables, tokens_BxT[:, p:], positions_BxT[:, p:], attn_BxTxT[:, p:], cache, p
+    pad = ((0, 0), (0, 0), (0, t - p), (0, 0))  # slots P.. for the rest of the row
+
+    def per_row(x_GxHxPxK):
+        return jnp.repeat(jnp.pad(x_GxHxPxK, pad), copies, axis=0)
+
+    h_BxUxD, _ = backbone.apply(
+        variables,
+        tokens_BxT[:, p:],
+        positions_BxT[:, p:],
+        attn_BxTxT[:, p:],
+        jax.tree.map(per_row, cache),
+        p,
     )
-    return jnp.concatenate([jnp.tile(h_GxPxD, (copies, 1, 1)), h_BxRxD], axis=1)
+    return jnp.concatenate([jnp.repeat(h_GxPxD, copies, axis=0), h_BxUxD], axis=1)
 
 
 def lm_hidden(

@@ -4,6 +4,7 @@ import dataclasses
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from rlft.models import ModelConfig
 
@@ -31,3 +32,17 @@ class LossOut(NamedTuple):
     loss_sum: jax.Array
     denom: jax.Array
     metrics: dict[str, jax.Array]
+
+
+def pair_rows(batch: dict, key: str) -> jax.Array:
+    """chosen_<key> and rejected_<key> [B, ...] as one [2B, ...] array with each pair's rows
+    adjacent (row 2b chosen, 2b + 1 rejected): one forward for both sides, the layout in
+    which `rlft.models.backbone_hidden` runs a pair's shared prompt once (copies = 2), and
+    one that keeps a pair on one device when a mesh splits the rows into blocks."""
+    chosen, rejected = batch[f"chosen_{key}"], batch[f"rejected_{key}"]
+    return jnp.stack([chosen, rejected], axis=1).reshape(-1, *chosen.shape[1:])
+
+
+def split_pair_rows(x_2B: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(chosen_B, rejected_B) of an array in `pair_rows`' layout."""
+    return x_2B[0::2], x_2B[1::2]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rlft.errors import ConfigError, check_ranges
-from rlft.objectives.base import LossOut, Models
+from rlft.objectives.base import LossOut, Models, pair_rows, split_pair_rows
 from rlft.objectives.logprobs import sequence_logprobs
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -90,24 +90,21 @@ def dpo_losses(
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: DpoHparams) -> LossOut:
-    """Sum of per-pair DPO losses; chosen and rejected share one [2B, T] policy forward, their
-    first `models.pair_prefix_len` columns (the prompt) run once per pair."""
+    """Sum of per-pair DPO losses; chosen and rejected share one [2B, T] policy forward
+    (`pair_rows`), their first `models.pair_prefix_len` columns (the prompt) run once per pair."""
     b = batch["chosen_tokens"].shape[0]
-
-    def both(key):
-        return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
 
     logp_2B = sequence_logprobs(
         models.policy,
         params["policy"],
-        both("tokens"),
-        both("mask"),
-        both("loss_mask"),
+        pair_rows(batch, "tokens"),
+        pair_rows(batch, "mask"),
+        pair_rows(batch, "loss_mask"),
         hp.temperature,
         prefix_len=models.pair_prefix_len,
         copies=2,
     )
-    policy_chosen_B, policy_rejected_B = logp_2B[:b], logp_2B[b:]
+    policy_chosen_B, policy_rejected_B = split_pair_rows(logp_2B)
     losses_B, chosen_reward_B, rejected_reward_B = dpo_losses(
         policy_chosen_B,
         policy_rejected_B,

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from rlft.errors import ConfigError
 from rlft.models import ModelConfig, bilinear_reward, last_index, scalar_values
-from rlft.objectives.base import LossOut, Models
+from rlft.objectives.base import LossOut, Models, pair_rows, split_pair_rows
 
 MODEL_CLASSES = ("last", "mean", "sum", "bilinear")
 # [B, T] each: the preferred (chosen) and the other (rejected) response of a pair.
@@ -87,24 +87,21 @@ def bradley_terry(chosen_reward_B: jax.Array, rejected_reward_B: jax.Array) -> j
 
 
 def loss_fn(params: dict, batch: dict, models: Models, hp: RewardHparams) -> LossOut:
-    """Sum of Bradley–Terry losses over pairs; chosen and rejected share one [2B, T] forward,
-    their first `models.pair_prefix_len` columns (the prompt) run once per pair."""
+    """Sum of Bradley–Terry losses over pairs; chosen and rejected share one [2B, T] forward
+    (`pair_rows`), their first `models.pair_prefix_len` columns (the prompt) run once per pair."""
     b = batch["chosen_tokens"].shape[0]
-
-    def both(key):
-        return jnp.concatenate([batch[f"chosen_{key}"], batch[f"rejected_{key}"]])
 
     reward_2B = sequence_reward(
         models.reward,
         params["reward"],
-        both("tokens"),
-        both("mask"),
-        both("loss_mask"),
+        pair_rows(batch, "tokens"),
+        pair_rows(batch, "mask"),
+        pair_rows(batch, "loss_mask"),
         hp.model_class,
         prefix_len=models.pair_prefix_len,
         copies=2,
     )
-    chosen_B, rejected_B = reward_2B[:b], reward_2B[b:]
+    chosen_B, rejected_B = split_pair_rows(reward_2B)
     metrics = {
         "accuracy": jnp.sum(chosen_B > rejected_B).astype(jnp.float32),
         "margin": jnp.sum(chosen_B - rejected_B),

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
@@ -27,6 +26,7 @@ from rlft.data.arrays import shared_prefix_len
 from rlft.errors import CheckpointError, ModelClassError
 from rlft.models import ModelConfig
 from rlft.models.params_io import load_params, read_meta
+from rlft.objectives.base import pair_rows, split_pair_rows
 from rlft.objectives.logprobs import sequence_logprobs
 from rlft.objectives.reward import model_kind, sequence_reward
 from rlft.parallel import shard_batch
@@ -75,20 +75,17 @@ def _reward_fn(cfg: ModelConfig, model_class: str):
 
 @functools.lru_cache(maxsize=32)
 def _pair_logprob_fn(cfg: ModelConfig, temperature: float, prefix_len: int):
-    def fn(params, b):
-        n = b["chosen_tokens"].shape[0]
-        both = {k: jnp.concatenate([b[f"chosen_{k}"], b[f"rejected_{k}"]]) for k in SEQUENCE_KEYS}
+    def fn(params, pairs):
         logp_2N = sequence_logprobs(
             cfg,
             params,
-            both["tokens"],
-            both["mask"],
-            both["loss_mask"],
+            *(pair_rows(pairs, k) for k in SEQUENCE_KEYS),
             temperature,
             prefix_len=prefix_len,
             copies=2,
         )
-        return {"ref_chosen_logp": logp_2N[:n], "ref_rejected_logp": logp_2N[n:]}
+        chosen_N, rejected_N = split_pair_rows(logp_2N)
+        return {"ref_chosen_logp": chosen_N, "ref_rejected_logp": rejected_N}
 
     return jax.jit(fn)
 
@@ -142,8 +139,9 @@ def reference_logprobs(
 ) -> dict[str, np.ndarray]:
     """{'ref_chosen_logp', 'ref_rejected_logp'} [N]: summed response log-probs of each side of
     the pairs under the reference policy `params`, the keys DPO's batch reads. Both sides of
-    `batch_size` pairs run in one forward, their shared prompt once (`pair_prefix_len`); the
-    same as `logprob_scores` of each side to float rounding (tests/test_scoring.py)."""
+    `batch_size` pairs (2 x batch_size rows) run in one forward, their shared prompt once
+    (`pair_prefix_len`); the same as `logprob_scores` of each side to float rounding
+    (tests/test_scoring.py)."""
     keys = [f"{side}_{k}" for side in ("chosen", "rejected") for k in SEQUENCE_KEYS]
     fn = _pair_logprob_fn(cfg, temperature, pair_prefix_len(pairs))
     return forward_dataset(fn, params, {k: pairs[k] for k in keys}, batch_size, mesh)
