@@ -11,7 +11,7 @@ from tests.helpers import run_benchmark
 SCRIPTS = {  # script: (its two variants' names, its objective)
     "attention.py": (("jax derivative", "rlft masked_attention"), "reward"),
     "gelu.py": (("jax.nn.gelu (erfc)", "rlft gelu_exact (erf)"), "reward"),
-    "shared_prefix.py": (("whole rows", "prompt once per pair"), "dpo"),
+    "shared_prefix.py": (("whole rows", "prompt once per pair"), "reward"),
 }
 
 

@@ -88,8 +88,8 @@ def _assert_trees_close(a, b, rtol):
     "copies,prefix_len,variant",
     [
         (2, P, {}),  # the prompt: a pair's two rows
-        (3, P, {"remat": True}),  # K = 3 samples of a prompt, under remat
-        (2, 4, {"parallel_residual": False}),  # part of the prompt, sequential residual
+        # K = 3 samples sharing part of their prompt, under remat, sequential residual
+        (3, 4, {"remat": True, "parallel_residual": False}),
     ],
 )
 def test_backbone_with_a_shared_prefix_equals_the_whole_forward(
