@@ -113,25 +113,31 @@ def test_backbone_with_a_shared_prefix_equals_the_whole_forward(
     _assert_trees_close(grads_shared, grads_whole, 2e-6)
 
 
-@pytest.mark.parametrize("model_class", ["last", "sum"])  # "mean" reads values as "sum" does
-def test_reward_loss_with_the_pair_prefix_equals_the_whole_forward(params, model_class, prefixes):
-    batch = _pairs(np.random.default_rng(3))
-    hp = reward.RewardHparams(model_class)
+def _check_pair_loss(loss_fn, role, params, batch, hp, prefixes):
+    """loss_fn's metrics and gradients with Models.pair_prefix_len set (the spy: really used)
+    equal those with whole rows."""
     prefix = shared_prefix_len(batch)
     assert prefix >= P  # the prompt at least
 
     def loss(p, models):
-        out = reward.loss_fn({"reward": p}, batch, models, hp)
+        out = loss_fn({role: p}, batch, models, hp)
         return out.loss_sum, out.metrics
 
     grad = jax.grad(loss, has_aux=True)
-    g_whole, m_whole = jax.jit(lambda p: grad(p, Models(reward=CFG)))(params["scalar"])
-    g_shared, m_shared = jax.jit(lambda p: grad(p, Models(reward=CFG, pair_prefix_len=prefix)))(
-        params["scalar"]
+    g_whole, m_whole = jax.jit(lambda p: grad(p, Models(**{role: CFG})))(params)
+    g_shared, m_shared = jax.jit(lambda p: grad(p, Models(**{role: CFG}, pair_prefix_len=prefix)))(
+        params
     )
     assert prefixes == [(0, 2), (prefix, 2)]  # whole rows, then the prompt once per pair
     _assert_trees_close(m_shared, m_whole, 1e-6)
     _assert_trees_close(g_shared, g_whole, 2e-6)
+
+
+@pytest.mark.parametrize("model_class", ["last", "sum"])  # "mean" reads values as "sum" does
+def test_reward_loss_with_the_pair_prefix_equals_the_whole_forward(params, model_class, prefixes):
+    batch = _pairs(np.random.default_rng(3))
+    hp = reward.RewardHparams(model_class)
+    _check_pair_loss(reward.loss_fn, "reward", params["scalar"], batch, hp, prefixes)
 
 
 def test_dpo_loss_with_the_pair_prefix_equals_the_whole_forward(params, prefixes):
@@ -139,20 +145,7 @@ def test_dpo_loss_with_the_pair_prefix_equals_the_whole_forward(params, prefixes
     batch["ref_chosen_logp"] = np.array([-9.0, -1.0, -4.0], np.float32)
     batch["ref_rejected_logp"] = np.array([-3.0, -8.0, -12.0], np.float32)
     hp = dpo.DpoHparams(beta=0.5, temperature=0.7)
-    prefix = shared_prefix_len(batch)
-
-    def loss(p, models):
-        out = dpo.loss_fn({"policy": p}, batch, models, hp)
-        return out.loss_sum, out.metrics
-
-    grad = jax.grad(loss, has_aux=True)
-    g_whole, m_whole = jax.jit(lambda p: grad(p, Models(policy=CFG)))(params["lm"])
-    g_shared, m_shared = jax.jit(lambda p: grad(p, Models(policy=CFG, pair_prefix_len=prefix)))(
-        params["lm"]
-    )
-    assert prefixes == [(0, 2), (prefix, 2)]  # whole rows, then the prompt once per pair
-    _assert_trees_close(m_shared, m_whole, 1e-6)
-    _assert_trees_close(g_shared, g_whole, 2e-6)
+    _check_pair_loss(dpo.loss_fn, "policy", params["lm"], batch, hp, prefixes)
 
 
 def test_backbone_hidden_rejects_a_prefix_it_cannot_share(params):
