@@ -33,21 +33,22 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 # The default tier compiles hundreds of small programs and runs each a few times, so LLVM's
-# optimisation of XLA's CPU code costs more than it saves: at -O0 the default tier took
-# 10 min 37 s from a cold compilation cache against 13 min 31 s at XLA's default, run one
-# after the other on the 2-core EPYC CI runs on. The flag sets LLVM's optimisation level for
-# the machine code XLA emits (its codegen level, as `opt -O0`), so results may differ in float
-# rounding (FMA contraction, say); every test passed both ways.
-# The slow tier (benchmarks' smoke runs, `rlft reproduce`) keeps the default.
-OPT_LEVEL_0 = "--xla_backend_optimization_level=0"
+# optimisation of the code XLA emits for the CPU costs more than it saves: at -O0 the default
+# tier took 10 min 37 s from a cold compilation cache (CI's case) against 13 min 31 s at XLA's
+# default, run one after the other on the 2-core EPYC CI runs on (every test passed in both).
+# Only the machine code differs, so results may differ in float rounding (FMA contraction, say).
+OPT_LEVEL = "--xla_backend_optimization_level"
 
 
 def pytest_configure(config):
-    """LLVM -O0 for XLA's CPU code when slow tests are deselected (the default tier). Runs
+    """LLVM -O0 for XLA's code when the mark expression is exactly "not slow" (pyproject's
+    addopts: the default tier), unless XLA_FLAGS already sets a level. `-m slow` (CI's slow
+    tier: benchmarks, `rlft reproduce`) and any other expression keep XLA's default. This runs
     before any test module imports rlft, and the CPU backend reads XLA_FLAGS when it starts
-    (on first use), so the flag reaches every program; xdist workers and subprocesses inherit
-    it."""
+    (on first use), so the flag reaches every program of the run, in xdist workers (which run
+    this hook too) and in the subprocesses tests start (the default tier's benchmark smoke
+    runs among them)."""
     if config.option.markexpr.replace(" ", "") == "notslow":
         flags = os.environ.get("XLA_FLAGS", "")
-        if OPT_LEVEL_0 not in flags.split():
-            os.environ["XLA_FLAGS"] = f"{flags} {OPT_LEVEL_0}".strip()
+        if not any(f.split("=")[0] == OPT_LEVEL for f in flags.split()):
+            os.environ["XLA_FLAGS"] = f"{flags} {OPT_LEVEL}=0".strip()

@@ -238,7 +238,7 @@ def test_readme_cpu_performance_table_comes_from_its_record():
     shares = (
         f"torch runs TRL's at {steps['reward']['trl']['fraction_of_bound']:.0%} of the bound, and "
         f"rlft runs its smaller workload at {shared / rate['best_gflops'] / 1e6 / rlft_ms:.0%} "
-        f"of it ({shared / 1e9:.1f} GFLOP in {rlft_ms:.0f} ms)."
+        f"of it ({shared / 1e9:.1f} GFLOP in {rlft_ms:.0f} ms;"
     )
     assert max(rate["gflops"], key=rate["gflops"].get) == "numpy"
     for text in (sentence, shares):
