@@ -34,9 +34,9 @@ jax.config.update("jax_default_matmul_precision", "highest")
 
 # The default tier compiles hundreds of small programs and runs each a few times, so LLVM's
 # optimisation of the code XLA emits for the CPU costs more than it saves: at -O0 the default
-# tier took 10 min 37 s from a cold compilation cache (CI's case) against 13 min 31 s at XLA's
+# tier took 637 s from a cold compilation cache (CI's case) against 812 s at XLA's
 # default, run one after the other on the 2-core EPYC CI runs on (every test passed in both);
-# from a warm cache it ran 5 min 37 s against 5 min 7 s, the price of slower machine code.
+# from a warm cache it took 337 s against 307 s, the price of slower machine code.
 # Only the machine code differs, so results may differ in float rounding (FMA contraction, say).
 OPT_LEVEL = "--xla_backend_optimization_level"
 
