@@ -227,17 +227,18 @@ def test_readme_cpu_performance_table_comes_from_its_record():
     trl_ms = steps["reward"]["trl"]["seconds"]["median"] * 1e3
     p, r = record["shapes"]["prompt"], record["shapes"]["response"]
     shared = flops * (p + 2 * r) / (2 * (p + r))  # each pair's prompt once: P + 2R tokens
+    shared_ms = shared / rate["best_gflops"] / 1e6  # at the bound
     sentence = (
         f"step's {flops / 1e9:.1f} GFLOP at the run's best matmul rate "
         f"({rate['best_gflops']:.0f} GFLOP/s, numpy) take {flops / rate['best_gflops'] / 1e6:.0f} "
         f"ms, and a third of TRL's {trl_ms:.0f} ms is {trl_ms / 3:.0f} ms; with each pair's prompt "
         f"run once (below) the step computes {shared / 1e9:.1f} GFLOP, "
-        f"{shared / rate['best_gflops'] / 1e6:.0f} ms at that rate."
+        f"{shared_ms:.0f} ms at that rate."
     )
     rlft_ms = steps["reward"]["rlft"]["seconds"]["median"] * 1e3
     shares = (
         f"torch runs TRL's at {steps['reward']['trl']['fraction_of_bound']:.0%} of the bound, and "
-        f"rlft runs its smaller workload at {shared / rate['best_gflops'] / 1e6 / rlft_ms:.0%} "
+        f"rlft runs its smaller workload at {shared_ms / rlft_ms:.0%} "
         f"of it ({shared / 1e9:.1f} GFLOP in {rlft_ms:.0f} ms;"
     )
     assert max(rate["gflops"], key=rate["gflops"].get) == "numpy"
